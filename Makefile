@@ -1,0 +1,54 @@
+# seqrnn: `make install`, then `make test`; `make train` runs the main job.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch goes in first, pinned, so that no later requirement pulls a multi-GB CUDA build into a
+# CPU venv. A GPU user picks their build, e.g.
+#   make install TORCH="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
+# `make train ARGS="cell=lstm trainer.max_epochs=3"` passes more Hydra overrides.
+ARGS ?=
+
+# The shared MNIST beside the checkout, when there is one (tests, CI and local runs use it).
+SHARED_MNIST := $(abspath ../shared/data/mnist)
+ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),)
+export SEQRNN_DATA_DIR ?= $(SHARED_MNIST)
+endif
+
+# The short default budget of `make train`: one pass over 300 batches of 128 (38,400 of the
+# 55,000 training images), then the full evaluation; under 10 minutes on 2 CPU cores.
+TRAIN_BUDGET ?= trainer.max_epochs=1 trainer.limit_train_batches=300
+
+.PHONY: install test train tensorboard bench lint format clean
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@$(BIN)/python -c "import torch, lightning, hydra; print('installed: torch', torch.__version__, '| lightning', lightning.__version__, '| hydra', hydra.__version__)"
+
+test:
+	$(BIN)/python -m pytest -q
+
+train:
+	$(BIN)/python -m experiments.train task=classify cell=gru units=128 $(TRAIN_BUDGET) $(ARGS)
+
+tensorboard:
+	$(BIN)/tensorboard --logdir outputs
+
+bench:
+	$(BIN)/python -m experiments.bench $(ARGS)
+
+lint:
+	$(BIN)/ruff check seqrnn experiments tests
+	$(BIN)/ruff format --check seqrnn experiments tests
+
+format:
+	$(BIN)/ruff check --fix seqrnn experiments tests
+	$(BIN)/ruff format seqrnn experiments tests
+
+# Caches and build leftovers only: runs under outputs/ are the user's and stay.
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

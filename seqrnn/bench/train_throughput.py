@@ -1,0 +1,156 @@
+"""Training throughput: the full Lightning training step against the bare computation under it.
+
+For every cell and size, on the same random binary batches ``[B, 784, 1]``, sequences per second of
+
+- ``stack``: the recurrent stack alone, forward + backward of the last output;
+- ``plain``: the whole classifier in a plain PyTorch loop over the loader (fetch, forward,
+  cross-entropy, backward, gradient clipping, Adam step): what a training step must compute;
+- ``lightning``: ``Trainer.fit`` on the same model and loader (no logger, no checkpoints, no
+  progress bar), timed from one batch's end to the next, so data fetching, logging and the loop's
+  own bookkeeping count.
+
+Each figure is from the median batch time after ``warmup`` batches, which keeps a shared
+machine's hiccups out. ``lightning / plain`` is Lightning's overhead; ``plain / stack`` what the
+rest of the model and the optimizer cost on top of the recurrence.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from seqrnn.bench.common import device, sync
+from seqrnn.data import SequenceBatches
+from seqrnn.models import SequenceClassifier
+
+SIZES = ("1x32", "1x64", "1x128", "3x32")
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"3x32"`` -> (layers 3, units 32)."""
+    layers, units = size.split("x")
+    return int(layers), int(units)
+
+
+def make_batches(n: int, batch_size: int, steps: int = 784, seed: int = 0) -> SequenceBatches:
+    """``n`` batches of random binary sequences, served as the DataModule serves MNIST."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 2, (n * batch_size, steps, 1), generator=gen, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n * batch_size,), generator=gen)
+    return SequenceBatches(images, labels, batch_size)
+
+
+def _batch_seconds(step, batches, dev: torch.device) -> list[float]:
+    """Wall time of ``step(batch)`` for each batch, GPU work included."""
+    times = []
+    for batch in batches:
+        sync(dev)
+        start = time.perf_counter()
+        step(batch)
+        sync(dev)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def stack_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[float]:
+    dev = model.device
+    with torch.no_grad():
+        inputs = [model.input_proj(x.to(dev)) for x, _ in loader]
+
+    def step(v):
+        out, _ = model.stack(v)
+        out[:, -1].sum().backward()
+
+    return _batch_seconds(step, inputs, dev)
+
+
+def plain_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[float]:
+    dev = model.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times, iterator = [], iter(loader)
+    for _ in range(len(loader)):
+        sync(dev)
+        start = time.perf_counter()
+        x, y = next(iterator)
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x.to(dev)), y.to(dev))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        sync(dev)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class _BatchClock(L.Callback):
+    """Time between consecutive batch ends: one whole iteration of Lightning's loop."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        sync(module.device)
+        self.ends.append(time.perf_counter())
+
+
+def lightning_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[float]:
+    clock = _BatchClock()
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=1,
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        callbacks=[clock],
+    )
+    trainer.fit(model, train_dataloaders=loader)
+    return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
+
+
+def run(
+    cells=("gru", "lstm"), sizes=SIZES, batch_size: int = 256, batches: int = 5, warmup: int = 1
+) -> dict[str, Any]:
+    """Measure every cell x size; returns ``{"rows": [...], ...}`` for the JSON report."""
+    dev = device()
+    loader = make_batches(warmup + batches + 1, batch_size)  # +1: lightning's first interval
+    rows = []
+    for cell in cells:
+        for size in sizes:
+            layers, units = parse_size(size)
+            row: dict[str, Any] = {"cell": cell, "size": size}
+            for name, measure in (
+                ("stack", stack_seconds),
+                ("plain", plain_seconds),
+                ("lightning", lightning_seconds),
+            ):
+                torch.manual_seed(0)
+                model = SequenceClassifier(
+                    cell=cell, units=units, layers=layers, head_batchnorm=True
+                ).to(dev)
+                seconds = measure(model, loader)[warmup:]
+                row[f"{name}_seq_s"] = round(batch_size / statistics.median(seconds), 1)
+            row["lightning_vs_plain"] = round(row["lightning_seq_s"] / row["plain_seq_s"], 3)
+            row["plain_vs_stack"] = round(row["plain_seq_s"] / row["stack_seq_s"], 3)
+            rows.append(row)
+            print(
+                f"{cell} {size}: stack {row['stack_seq_s']}, plain {row['plain_seq_s']}, "
+                f"lightning {row['lightning_seq_s']} sequences/s",
+                flush=True,
+            )
+    return {
+        "batch_size": batch_size,
+        "batches": batches,
+        "warmup": warmup,
+        "steps": 784,
+        "statistic": "median batch time",
+        "rows": rows,
+    }

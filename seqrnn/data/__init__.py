@@ -1,0 +1,19 @@
+"""MNIST as sequences: IDX files, checksums, downloads, binarization and the LightningDataModule."""
+
+from seqrnn.data.datamodule import EVAL_SPLITS, MNISTSequenceDataModule, SequenceBatches
+from seqrnn.data.idx import parse_idx, read_bytes, write_idx
+from seqrnn.data.mnist import MNIST_FILES, MNIST_MD5, binarize, load_mnist, resolve_data_dir
+
+__all__ = [
+    "EVAL_SPLITS",
+    "MNIST_FILES",
+    "MNIST_MD5",
+    "MNISTSequenceDataModule",
+    "SequenceBatches",
+    "binarize",
+    "load_mnist",
+    "parse_idx",
+    "read_bytes",
+    "resolve_data_dir",
+    "write_idx",
+]

@@ -1,0 +1,177 @@
+"""The LightningDataModule that serves binarized MNIST as sequences.
+
+The whole binarized set lives in memory as uint8 tensors (47 MB for MNIST); a batch is one gather
+from those tensors, never a per-sample collation, which would cost more than a small RNN step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+
+from seqrnn.data.mnist import binarize, load_mnist, locate_mnist
+from seqrnn.errors import ConfigError, require_choice, require_int
+
+ORDERS = ("pixel", "row")
+# The splits of the final evaluation, in the order of ``eval_dataloaders``.
+EVAL_SPLITS = ("train", "val", "test")
+
+
+class EpochShuffle:
+    """A fresh permutation of ``n`` indices per epoch, reproducible from ``seed`` and the epoch.
+
+    Lightning calls ``set_epoch`` on a loader's ``sampler`` at every epoch start, resumed runs
+    included, so a resumed run sees the same batches it would have seen without the interruption.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> torch.Tensor:
+        """Indices ``[n]`` of this epoch."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=generator)
+
+
+class SequenceBatches:
+    """An iterable of ``(x, y)`` batches sliced from in-memory tensors.
+
+    Args:
+        images: ``[N, T, F]`` uint8 in {0, 1}.
+        labels: ``[N]`` int64.
+        batch_size: examples per batch; the last batch may be smaller unless ``drop_last``.
+        shuffle: draw a new order each epoch (see :class:`EpochShuffle`).
+    Yields:
+        x: ``[B, T, F]`` float32, y: ``[B]`` int64.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.drop_last = batch_size, drop_last
+        # Lightning looks for DataLoader's `sampler` (to call set_epoch) and `batch_sampler`.
+        self.sampler = EpochShuffle(len(images), seed) if shuffle else None
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.images), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.sampler.order() if self.sampler is not None else None
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, len(self.images))
+            if order is None:  # contiguous slice: a view, no gather
+                x, y = self.images[lo:hi], self.labels[lo:hi]
+            else:
+                idx = order[lo:hi]
+                x, y = self.images[idx], self.labels[idx]
+            yield x.float(), y
+
+
+class MNISTSequenceDataModule(L.LightningDataModule):
+    """Binarized MNIST read pixel by pixel (``[B, 784, 1]``) or row by row (``[B, 28, 28]``).
+
+    Splits: the first ``N - val_size`` training images train, the last ``val_size`` validate
+    (fixed, not shuffled), the test file tests. For MNIST: 55,000 / 5,000 / 10,000.
+
+    Args:
+        root: folder of the IDX files (None: ``$SEQRNN_DATA_DIR``, then ``data/mnist``).
+        order: ``"pixel"`` (T = H*W steps of 1 pixel) or ``"row"`` (T = H steps of W pixels).
+        threshold: a pixel is 1 where ``intensity / 255 > threshold``.
+        val_size: images taken from the end of the training file for validation.
+        batch_size: training batch size; ``eval_batch_size`` for validation and testing.
+        download, verify: see :func:`seqrnn.data.mnist.load_mnist`.
+        seed: seed of the per-epoch shuffling.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        order: str = "pixel",
+        threshold: float = 0.1,
+        val_size: int = 5000,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        download: bool = True,
+        verify: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root = root
+        self.order = require_choice("data.order", order, ORDERS)
+        self.threshold = threshold
+        self.val_size = require_int("data.val_size", val_size, 1)
+        self.batch_size = require_int("data.batch_size", batch_size, 1)
+        self.eval_batch_size = require_int("data.eval_batch_size", eval_batch_size, 1)
+        self.download, self.verify, self.seed = download, verify, seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.image_shape = (28, 28)  # updated from the files in setup()
+
+    @property
+    def steps(self) -> int:
+        """Sequence length T."""
+        height, width = self.image_shape
+        return height * width if self.order == "pixel" else height
+
+    @property
+    def features(self) -> int:
+        """Inputs per step F: 1 pixel, or one row of W pixels."""
+        return 1 if self.order == "pixel" else self.image_shape[1]
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node: fetch missing files once before setup() reads them.
+        locate_mnist(self.root, download=self.download, verify=self.verify)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        arrays = load_mnist(self.root, download=self.download, verify=self.verify)
+        self.image_shape = tuple(arrays.train_images.shape[1:])
+        n_train = len(arrays.train_images)
+        if self.val_size >= n_train:
+            raise ConfigError(
+                f"data.val_size={self.val_size} is not allowed; it must be smaller than the "
+                f"{n_train} training images"
+            )
+        train_x = self._as_sequences(binarize(arrays.train_images, self.threshold))
+        test_x = self._as_sequences(binarize(arrays.test_images, self.threshold))
+        train_y = torch.from_numpy(arrays.train_labels.astype("int64"))
+        test_y = torch.from_numpy(arrays.test_labels.astype("int64"))
+        cut = n_train - self.val_size
+        self.splits = {
+            "train": (train_x[:cut], train_y[:cut]),
+            "val": (train_x[cut:], train_y[cut:]),
+            "test": (test_x, test_y),
+        }
+
+    def train_dataloader(self) -> SequenceBatches:
+        return SequenceBatches(*self.splits["train"], self.batch_size, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self) -> SequenceBatches:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> list[SequenceBatches]:
+        """The final evaluation: unshuffled loaders over the whole train, val and test splits, in
+        ``EVAL_SPLITS`` order (a model's ``test_step`` names its metrics by that order)."""
+        return [self._eval_loader(split) for split in EVAL_SPLITS]
+
+    def _eval_loader(self, split: str) -> SequenceBatches:
+        return SequenceBatches(*self.splits[split], self.eval_batch_size)
+
+    def _as_sequences(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, H, W]`` -> ``[N, T, F]`` for the configured order (a view, no copy)."""
+        n, height, width = images.shape
+        return images.reshape(n, height * width, 1) if self.order == "pixel" else images

@@ -1,0 +1,118 @@
+"""What every sequence model shares: the input affine, the recurrent stack, the optimizer."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from seqrnn.errors import ConfigError, require_choice, require_int
+from seqrnn.nn import RecurrentStack
+from seqrnn.nn.batchnorm import refresh_batchnorm_statistics
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("none", "cosine", "step", "plateau")
+
+
+class SequenceModel(L.LightningModule):
+    """Base LightningModule: input affine ("red block") -> :class:`RecurrentStack`.
+
+    Subclasses add a head and the task's loss, and set :attr:`task`. The task name is stored in
+    every checkpoint (``checkpoint["task"]``) so a checkpoint of one task is never loaded as
+    another.
+
+    Args:
+        in_features: inputs per step F (1 for pixels, 28 for rows).
+        cell, units, layers, dropout, recurrent_init, forget_bias: the stack's; see
+            :class:`~seqrnn.nn.RecurrentStack`.
+        optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``, Nesterov when momentum > 0).
+        lr, weight_decay: the optimizer's.
+        lr_schedule: ``"none"``, ``"cosine"`` (to 0 over ``max_epochs``), ``"step"`` (times
+            ``lr_gamma`` every ``lr_step_epochs``) or ``"plateau"`` (times ``lr_gamma`` when
+            ``val/loss`` stalls for ``lr_step_epochs``).
+        bn_refresh_batches: before each validation, recompute BatchNorm statistics over this
+            many training batches (see :mod:`seqrnn.nn.batchnorm`); 0 keeps the running ones.
+    """
+
+    task: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        in_features: int = 1,
+        cell: str = "gru",
+        units: int = 128,
+        layers: int = 1,
+        dropout: float = 0.0,
+        recurrent_init: str = "orthogonal",
+        forget_bias: float = 1.0,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "none",
+        lr_step_epochs: int = 5,
+        lr_gamma: float = 0.5,
+        bn_refresh_batches: int = 20,
+    ) -> None:
+        super().__init__()
+        # Collects the arguments of this __init__ and of the subclass's that called it.
+        self.save_hyperparameters()
+        require_choice("optimizer", optimizer, OPTIMIZERS)
+        require_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+        if not lr > 0:
+            raise ConfigError(f"lr={lr!r} is not allowed; it must be > 0")
+        # The stack checks cell, units and layers; build it before anything sized by them.
+        self.stack = RecurrentStack(
+            cell, units, units, layers, dropout, recurrent_init, forget_bias
+        )
+        self.input_proj = nn.Linear(require_int("in_features", in_features, 1), units)
+
+    def encode(self, x: torch.Tensor, state=None):
+        """``x [B, T, F]`` -> top-layer outputs ``[B, T, H]`` and the final state."""
+        return self.stack(self.input_proj(x), state)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if hp.optimizer == "adam":
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                self.parameters(),
+                lr=hp.lr,
+                momentum=hp.momentum,
+                nesterov=hp.momentum > 0,
+                weight_decay=hp.weight_decay,
+            )
+        if hp.lr_schedule == "none":
+            return optimizer
+        if hp.lr_schedule == "cosine":
+            epochs = max(1, self.trainer.max_epochs or 1)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        elif hp.lr_schedule == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=hp.lr_gamma, patience=hp.lr_step_epochs
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+        }
+
+    def on_validation_epoch_start(self) -> None:
+        # Validation, the checkpoints saved after it and the final test all use these statistics.
+        loader = self.trainer.train_dataloader
+        if self.trainer.sanity_checking or loader is None or not self.hparams.bn_refresh_batches:
+            return
+        batches = itertools.islice(loader, self.hparams.bn_refresh_batches)
+        refresh_batchnorm_statistics(self, batches, lambda batch: self(batch[0].to(self.device)))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["task"] = self.task

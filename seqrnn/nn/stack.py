@@ -1,0 +1,113 @@
+"""The recurrent stack every model is built on: GRU or LSTM layers on PyTorch's fused kernels."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqrnn.errors import ConfigError, require_choice, require_int
+
+CELLS = ("gru", "lstm")
+RECURRENT_INITS = ("orthogonal", "default")
+
+# GRU state: h [layers, B, units]; LSTM state: (h, c), each [layers, B, units].
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class RecurrentStack(nn.Module):
+    r"""A stack of ``layers`` GRU or LSTM layers of ``units`` each, run by one fused kernel call.
+
+    The layers are a single ``nn.GRU`` / ``nn.LSTM`` (``batch_first=True``), so training runs on
+    cuDNN on a GPU and on ATen/oneDNN on a CPU, with no Python loop over time steps; the
+    parameters and ``state_dict`` are those of that module (``rnn.weight_ih_l0`` ...).
+
+    Args:
+        cell: ``"gru"`` or ``"lstm"``.
+        input_size: features per step I.
+        units: hidden units per layer H.
+        layers: number of stacked layers L.
+        dropout: dropout on the outputs of every layer but the last (training only).
+        recurrent_init: ``"orthogonal"`` draws each gate's ``[H, H]`` block of the recurrent
+            weights as an orthogonal matrix (keeps the gradient norm through many steps);
+            ``"default"`` keeps PyTorch's uniform init.
+        forget_bias: LSTM only: the forget-gate bias, so a fresh LSTM starts by remembering.
+
+    Inputs: x, state
+        x: ``[B, T, I]``.
+        state: GRU ``h`` of ``[L, B, H]``; LSTM ``(h, c)``, each ``[L, B, H]``; None = zeros.
+
+    Outputs: out, state
+        out: ``[B, T, H]``, the top layer's output at every step.
+        state: the state after the last step, shaped as the input state.
+    """
+
+    def __init__(
+        self,
+        cell: str = "gru",
+        input_size: int = 1,
+        units: int = 128,
+        layers: int = 1,
+        dropout: float = 0.0,
+        recurrent_init: str = "orthogonal",
+        forget_bias: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.cell = require_choice("cell", cell, CELLS)
+        self.units = require_int("units", units, 1)
+        self.layers = require_int("layers", layers, 1)
+        self.input_size = require_int("input_size", input_size, 1)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout={dropout!r} is not allowed; it must be in [0, 1)")
+        self.recurrent_init = require_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
+        self.forget_bias = forget_bias
+        rnn_class = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn_class(
+            input_size,
+            units,
+            num_layers=layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.reset_parameters()
+
+    @property
+    def gates(self) -> int:
+        """Gate blocks stacked in each weight matrix: GRU 3 (r, z, n), LSTM 4 (i, f, g, o)."""
+        return 3 if self.cell == "gru" else 4
+
+    def reset_parameters(self) -> None:
+        self.rnn.reset_parameters()
+        with torch.no_grad():
+            for layer in range(self.layers):
+                if self.recurrent_init == "orthogonal":
+                    for block in getattr(self.rnn, f"weight_hh_l{layer}").chunk(self.gates, dim=0):
+                        nn.init.orthogonal_(block)
+                if self.cell == "lstm":
+                    # The two biases add up; put the whole forget bias in one of them.
+                    b_ih = getattr(self.rnn, f"bias_ih_l{layer}").chunk(4)[1]
+                    b_hh = getattr(self.rnn, f"bias_hh_l{layer}").chunk(4)[1]
+                    b_ih.fill_(self.forget_bias)
+                    b_hh.zero_()
+
+    def initial_state(self, batch_size: int) -> State:
+        """Zero state for ``batch_size`` sequences, on the stack's device."""
+        weight = self.rnn.weight_hh_l0
+        h = weight.new_zeros(self.layers, batch_size, self.units)
+        return h if self.cell == "gru" else (h, torch.zeros_like(h))
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"expected x of shape [B, T, {self.input_size}], got {list(x.shape)}")
+        return self.rnn(x, state)
+
+    def step(self, x_t: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Advance every sequence by one step with a carried state (for sampling).
+
+        Args:
+            x_t: ``[B, I]``, the input of this step.
+            state: as in :meth:`forward`; None = zeros.
+        Returns:
+            out: ``[B, H]``, the top layer's output; state: the new state.
+        """
+        out, state = self.rnn(x_t.unsqueeze(1), state)
+        return out.squeeze(1), state

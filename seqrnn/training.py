@@ -1,0 +1,203 @@
+"""One training run from start to ``results.json``: fit, evaluate the best checkpoint, record.
+
+Plain objects in, plain dict out; the Hydra entry point ``experiments.train`` builds the objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
+
+from seqrnn.data import EVAL_SPLITS, MNISTSequenceDataModule
+from seqrnn.errors import CheckpointError
+from seqrnn.models import TASKS, SequenceModel
+
+RESULTS_FILE = "results.json"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# Stack settings a checkpoint must share with the model it is loaded into.
+_ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as JSON through a temporary file and a rename: readers never see half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
+    """Load a seqrnn checkpoint onto the CPU, checking that it exists and is of ``task``.
+
+    Raises:
+        CheckpointError: no such file, not a seqrnn checkpoint, or one of another task.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        # Our own Lightning checkpoints hold plain Python objects beside the tensors.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from err
+    found = checkpoint.get("task") if isinstance(checkpoint, dict) else None
+    if found not in TASKS:
+        raise CheckpointError(f"{path} is not a seqrnn checkpoint (no task recorded in it)")
+    if task is not None and found != task:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to task={found}; this job needs a task={task} checkpoint"
+        )
+    return checkpoint
+
+
+def check_resumable(path: str | Path, model: SequenceModel) -> Path:
+    """Check that ``path`` is a checkpoint ``model`` can resume from; return it."""
+    hparams = read_checkpoint(path, model.task).get("hyper_parameters", {})
+    differ = [
+        f"{key}={hparams.get(key)!r} (this run: {model.hparams[key]!r})"
+        for key in _ARCHITECTURE_KEYS
+        if hparams.get(key) != model.hparams[key]
+    ]
+    if differ:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
+    return Path(path)
+
+
+def run_hparams(
+    model: SequenceModel, datamodule: MNISTSequenceDataModule, trainer: L.Trainer, **extra: Any
+) -> dict[str, Any]:
+    """The settings that tell runs apart, as one flat dict for TensorBoard's HPARAMS tab."""
+    return {
+        "task": model.task,
+        **{k: v for k, v in model.hparams.items() if v is not None},
+        "order": datamodule.order,
+        "threshold": datamodule.threshold,
+        "batch_size": datamodule.batch_size,
+        "max_epochs": trainer.max_epochs,
+        "gradient_clip_val": trainer.gradient_clip_val or 0.0,
+        **extra,
+    }
+
+
+def train_and_evaluate(
+    model: SequenceModel,
+    datamodule: MNISTSequenceDataModule,
+    trainer: L.Trainer,
+    run_dir: str | Path,
+    resume_from: str | Path | None = None,
+    extra_hparams: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit ``model``, evaluate its best checkpoint on every split, write ``results.json``.
+
+    The best checkpoint is the one the trainer's :class:`ModelCheckpoint` kept (the current
+    weights when it has none). The evaluation covers the whole train, val and test splits unless
+    the trainer's ``limit_test_batches`` says otherwise; ``results["evaluated"]`` records how many
+    examples each split's numbers cover. The final metrics also go to TensorBoard's HPARAMS tab.
+
+    Args:
+        resume_from: a ``last.ckpt`` to continue from (see :func:`check_resumable`).
+        extra_hparams: more settings to show beside the model's in TensorBoard (e.g. the seed).
+    Returns:
+        The dict written to ``<run_dir>/results.json``.
+    """
+    run_dir = Path(run_dir)
+    if resume_from is not None:
+        resume_from = check_resumable(resume_from, model)
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    # Read before testing: restoring the best checkpoint for the test also restores the Timer.
+    train_seconds = _training_seconds(trainer, fallback=time.perf_counter() - started)
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    started = time.perf_counter()
+    evaluations = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    eval_seconds = time.perf_counter() - started
+
+    metrics = {key: value for evaluation in evaluations for key, value in evaluation.items()}
+    results: dict[str, Any] = {
+        "task": model.task,
+        "cell": model.hparams.cell,
+        "units": model.hparams.units,
+        "layers": model.hparams.layers,
+        "order": datamodule.order,
+        "params": model.num_parameters,
+        "epochs": trainer.current_epoch,
+        "wall_seconds": round(train_seconds + eval_seconds, 1),
+        "checkpoint": _relative_to(best, run_dir) if best else None,
+    }
+    for split in EVAL_SPLITS:
+        for name in ("loss", "acc"):
+            if f"final/{split}_{name}" in metrics:
+                results[f"{split}_{name}"] = metrics[f"final/{split}_{name}"]
+    results["evaluated"] = _evaluated_examples(trainer)
+
+    hparams = run_hparams(model, datamodule, trainer, **(extra_hparams or {}))
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            log_hparams_with_metrics(
+                logger, hparams, sorted(k for k in metrics if k.startswith("final/"))
+            )
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / RESULTS_FILE, results)
+    return results
+
+
+def log_hparams_with_metrics(
+    logger: TensorBoardLogger, hparams: dict[str, Any], metric_tags: list[str]
+) -> None:
+    """Fill TensorBoard's HPARAMS tab: ``hparams`` beside the metrics logged under ``metric_tags``.
+
+    The tab shows, per run, the latest value of each tag, so the final metrics (logged by the
+    test run at the last step) are what it compares. Lightning's own ``log_hyperparams`` would
+    log the metrics again at step 0, where a resumed run would leave two values to pick from.
+    """
+    logger.log_hyperparams(hparams)  # hparams.yaml beside the event files
+    experiment, start, end = tensorboard_hparams(hparams, {tag: 0.0 for tag in metric_tags})
+    writer = logger.experiment._get_file_writer()
+    for summary in (experiment, start, end):
+        writer.add_summary(summary)
+    logger.experiment.flush()
+
+
+def _training_seconds(trainer: L.Trainer, fallback: float) -> float:
+    """Training time over all sessions of a resumed run (the Timer keeps it in checkpoints)."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    return timer.time_elapsed("train") if timer is not None else fallback
+
+
+def _evaluated_examples(trainer: L.Trainer) -> dict[str, int]:
+    """Examples behind each split's final numbers (fewer than the split under a batch limit)."""
+    counts = {}
+    for split, loader, batches in zip(
+        EVAL_SPLITS, trainer.test_dataloaders, trainer.num_test_batches, strict=True
+    ):
+        counts[split] = min(len(loader.images), int(batches) * loader.batch_size)
+    return counts
+
+
+def _relative_to(path: str | Path, root: Path) -> str:
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

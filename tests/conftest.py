@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny MNIST-format data made by the tests, and the real files when present."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+
+from seqrnn.data import MNIST_FILES, write_idx
+from seqrnn.data.idx import md5_hex, read_bytes
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The shared MNIST beside the project checkout (../shared/data/mnist), as CI provides it.
+REAL_MNIST = PROJECT_ROOT.parent / "shared" / "data" / "mnist"
+TINY_SIZES = {"train": 100, "test": 40}
+TINY_VAL = 20
+
+
+def make_tiny_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """Random 28x28 uint8 images and 0..9 labels in the four MNIST parts."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in TINY_SIZES.items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 10).astype(np.uint8)
+    return arrays
+
+
+def write_tiny_mnist(folder: Path, arrays: dict[str, np.ndarray], gz: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, name in MNIST_FILES.items():
+        write_idx(folder / (f"{name}.gz" if gz else name), arrays[part])
+    return folder
+
+
+def checksums_of(folder: Path) -> dict[str, str]:
+    """MD5 of each file's uncompressed content, keyed like ``MNIST_MD5``."""
+    return {
+        name: md5_hex(read_bytes(next(folder.glob(f"{name}*")))) for name in MNIST_FILES.values()
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_arrays() -> dict[str, np.ndarray]:
+    return make_tiny_arrays()
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory, tiny_arrays) -> Path:
+    """A folder with the four files (gzipped) of 100 train and 40 test random images."""
+    return write_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"), tiny_arrays)
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    if not all((REAL_MNIST / f"{name}.gz").is_file() for name in MNIST_FILES.values()):
+        pytest.skip(f"real MNIST not found in {REAL_MNIST}")
+    return REAL_MNIST
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A CPU-friendly Trainer that writes nothing and prints little; ``kwargs`` add to it."""
+    defaults = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def tiny_overrides(data_dir: Path, run_dir: Path) -> list[str]:
+    """Hydra overrides for a run on the tiny data that takes seconds and writes into run_dir."""
+    return [
+        f"data.root={data_dir}",
+        "data.verify=false",
+        f"data.val_size={TINY_VAL}",
+        "data.batch_size=16",
+        "data.eval_batch_size=32",
+        "size=1x32",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    """``python -m experiments.train ARGS`` from the project root, output captured."""
+    env = {k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

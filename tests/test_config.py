@@ -1,0 +1,133 @@
+"""The Hydra config tree: every option composes and instantiates; argv checks."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from experiments._cli import CONF_DIR, check_group_choices, expand_resume
+from seqrnn.data import MNISTSequenceDataModule
+from seqrnn.models import SequenceClassifier
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def compose_train(overrides, tmp_path: Path, hydra_node: bool = False):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "train", [f"paths.output_dir={tmp_path}", *overrides], return_hydra_config=hydra_node
+        )
+
+
+def test_every_group_has_options():
+    assert {"task", "cell", "size", "data", "trainer", "logger", "callbacks", "debug"} <= set(
+        GROUPS
+    )
+    assert {o for g, o in OPTIONS if g == "size"} == {"1x32", "1x64", "1x128", "3x32"}
+    assert {o for g, o in OPTIONS if g == "trainer"} == {"default", "cpu", "gpu"}
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_instantiates(group, option, tmp_path):
+    cfg = compose_train([f"{group}={option}"], tmp_path)
+    OmegaConf.resolve(cfg)
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, MNISTSequenceDataModule)
+    model = instantiate(cfg.model, in_features=datamodule.features)
+    assert isinstance(model, SequenceClassifier)
+    assert (model.hparams.cell, model.hparams.units, model.hparams.layers) == (
+        cfg.cell,
+        cfg.units,
+        cfg.layers,
+    )
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    if group == "trainer" and option == "gpu":
+        return  # a GPU trainer cannot be built on a machine without one; its config composed
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize(
+    ("overrides", "layers", "units", "cell"),
+    [
+        ([], 1, 128, "gru"),
+        (["units=64"], 1, 64, "gru"),
+        (["size=3x32"], 3, 32, "gru"),
+        (["size=3x32", "units=64", "cell=lstm"], 3, 64, "lstm"),
+        (["layers=2"], 2, 128, "gru"),
+    ],
+)
+def test_size_presets_and_plain_units_layers(overrides, layers, units, cell, tmp_path):
+    cfg = compose_train(overrides, tmp_path)
+    assert (cfg.layers, cfg.units, cfg.cell) == (layers, units, cell)
+    assert (cfg.model.layers, cfg.model.units, cfg.model.cell) == (layers, units, cell)
+
+
+def test_debug_fast_limits_batches_and_keeps_no_checkpoints(tmp_path):
+    cfg = compose_train(["debug=fast"], tmp_path)
+    assert cfg.trainer.limit_train_batches <= 5 and cfg.trainer.limit_test_batches <= 5
+    assert cfg.callbacks.checkpoint is None and not cfg.trainer.enable_checkpointing
+
+
+def test_run_dirs_name_task_cell_size_and_carry_microseconds(tmp_path):
+    cfg = compose_train(["cell=lstm", "size=3x32"], tmp_path, hydra_node=True)
+    assert Path(cfg.hydra.run.dir).parent == Path("outputs/classify/lstm-3x32")
+    stamp = Path(cfg.hydra.run.dir).name  # e.g. 2026-11-22_06-30-00_123456
+    assert len(stamp.split("_")[-1]) == 6 and stamp.split("_")[-1].isdigit()
+    assert cfg.hydra.sweep.dir.startswith("outputs/multirun/")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cell=lstm", "size=3x32", "task=classify"],
+        ["cell=gru,lstm", "size=1x32,3x32", "trainer.max_epochs=3"],
+        ["debug=fast", "units=64", "~callbacks.early_stopping"],
+    ],
+)
+def test_good_group_choices_pass(argv):
+    check_group_choices(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cell=foo"], "cell=foo is not a known cell (in 'cell=foo'); choose one of: gru, lstm"),
+        (["task=foo"], "task=foo is not a known task (in 'task=foo'); choose one of: classify"),
+        (["cell=gru,rnn"], "cell=rnn is not a known cell (in 'cell=gru,rnn')"),
+        (["size=2x7"], "size=2x7 is not a known size (in 'size=2x7'); choose one of: 1x128, 1x32"),
+    ],
+)
+def test_unknown_group_choices_fail_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check_group_choices(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_resume_reuses_the_runs_overrides_and_its_dir(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(
+        "- cell=lstm\n- size=3x32\n- trainer.max_epochs=2\n- resume=old\n"
+    )
+    argv = expand_resume([f"resume={tmp_path}", "trainer.max_epochs=5"])
+    assert argv == [
+        "cell=lstm",
+        "size=3x32",
+        f"resume={tmp_path}",
+        "trainer.max_epochs=5",
+        f"hydra.run.dir='{tmp_path}'",
+    ]
+
+
+def test_resume_of_a_dir_without_checkpoint_fails(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        expand_resume([f"resume={tmp_path}"])
+    assert f"resume={tmp_path} is not a run dir to resume" in capsys.readouterr().err

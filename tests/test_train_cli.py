@@ -1,0 +1,160 @@
+"""`python -m experiments.train` end to end on tiny data: results, checkpoints, logs, resume,
+errors."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import TINY_SIZES, TINY_VAL, run_train, tiny_overrides
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seqrnn.data import read_bytes
+
+RESULT_KEYS = {
+    "task",
+    "cell",
+    "units",
+    "layers",
+    "order",
+    "params",
+    "epochs",
+    "wall_seconds",
+    "checkpoint",
+    "train_loss",
+    "val_loss",
+    "test_loss",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "evaluated",
+}
+
+
+def scalars(run_dir, tag):
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return events, [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_mnist, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_train(*tiny_overrides(tiny_mnist, run_dir), "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_writes_results_json_with_the_design_schema(finished_run):
+    run_dir, result = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results) == RESULT_KEYS
+    assert (results["task"], results["cell"], results["units"], results["layers"]) == (
+        "classify",
+        "gru",
+        32,
+        1,
+    )
+    assert results["epochs"] == 2 and results["wall_seconds"] > 0
+    # GRU-32: input affine 1->32, stack 3 gates x 32 x (32 + 32 + 2 biases),
+    # head Linear 32->32, BatchNorm (2 x 32), Linear 32->10
+    assert results["params"] == 64 + 3 * 32 * 66 + (32 * 32 + 32) + 64 + (32 * 10 + 10)
+    assert results["evaluated"] == {
+        "train": TINY_SIZES["train"] - TINY_VAL,
+        "val": TINY_VAL,
+        "test": TINY_SIZES["test"],
+    }
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert 0 < results[key] < 10 and math.isfinite(results[key])
+    for key in ("train_acc", "val_acc", "test_acc"):
+        assert 0 <= results[key] <= 1
+    assert results["checkpoint"] == "checkpoints/best.ckpt"
+    assert str(run_dir) in result.stdout and "results.json" in result.stdout
+
+
+def test_keeps_best_and_last_checkpoints_of_the_task(finished_run):
+    run_dir, _ = finished_run
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    assert last["task"] == best["task"] == "classify"
+    assert last["epoch"] == 1 and best["hyper_parameters"]["units"] == 32
+
+
+def test_final_metrics_equal_the_best_checkpoints_validation(finished_run):
+    # results.json evaluates the best checkpoint: its val_loss is the lowest epoch val/loss.
+    run_dir, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    _, val_curve = scalars(run_dir, "val/loss")
+    assert len(val_curve) == 2
+    assert results["val_loss"] == pytest.approx(min(v for _, v in val_curve), abs=1e-5)
+
+
+def test_tensorboard_has_curves_and_hparams_with_final_metrics(finished_run):
+    run_dir, _ = finished_run
+    events, test_acc = scalars(run_dir, "final/test_acc")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert test_acc[-1][1] == pytest.approx(results["test_acc"])
+    assert {"train/loss", "train/acc", "val/acc", "final/train_loss"} <= set(
+        events.Tags()["scalars"]
+    )
+    hparams = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+    assert b"final/test_acc" in hparams["_hparams_/experiment"]
+    assert b"hp_metric" not in hparams["_hparams_/experiment"]
+
+
+def test_resume_continues_from_last_checkpoint_without_losing_epochs(tiny_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_train(*tiny_overrides(tiny_mnist, run_dir), "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    _, before = scalars(run_dir, "val/loss")
+    resumed = run_train(f"resume={run_dir}", "trainer.max_epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epochs"] == 3
+    _, after = scalars(run_dir, "val/loss")
+    # One validation per epoch, the first kept, global steps continuing where they stopped
+    # (80 training images in batches of 16: 5 steps an epoch).
+    assert len(before) == 1 and after[0] == before[0]
+    assert [step for step, _ in after] == [4, 9, 14]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+@pytest.fixture(scope="module")
+def truncated_data(tmp_path_factory, tiny_mnist):
+    """A copy of the tiny data whose test images are stored raw and lack their last 100 bytes."""
+    folder = tmp_path_factory.mktemp("truncated")
+    for path in tiny_mnist.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    (folder / images.stem).write_bytes(read_bytes(images)[:-100])
+    images.unlink()
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("cell=foo", "cell=foo is not a known cell"),
+        ("task=foo", "task=foo is not a known task"),
+        ("units=0", "units=0 is not allowed; it must be an integer >= 1"),
+        ("layers=-1", "layers=-1 is not allowed; it must be an integer >= 1"),
+        ("missing", "is missing in"),
+        # the tiny random images are not MNIST: the canonical checksum must catch them
+        ("not_mnist", "train-images-idx3-ubyte.gz fails its checksum"),
+        ("truncated", "t10k-images-idx3-ubyte is truncated"),
+    ],
+)
+def test_bad_input_gets_one_line_and_a_nonzero_exit(
+    case, message, tmp_path, tiny_mnist, truncated_data
+):
+    extra = {
+        "missing": [f"data.root={tmp_path / 'absent'}", "data.download=false"],
+        "not_mnist": ["data.verify=true"],
+        "truncated": [f"data.root={truncated_data}"],
+    }.get(case, [case])
+    result = run_train(*tiny_overrides(tiny_mnist, tmp_path / "run"), *extra, "debug=fast")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
