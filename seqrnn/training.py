@@ -13,19 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
+from seqrnn.checkpoints import check_resumable
 from seqrnn.data import EVAL_SPLITS, MNISTSequenceDataModule
-from seqrnn.errors import CheckpointError
-from seqrnn.models import TASKS, SequenceModel
+from seqrnn.models import SequenceModel
 
 RESULTS_FILE = "results.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-# Stack settings a checkpoint must share with the model it is loaded into.
-_ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
@@ -44,48 +41,11 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
-    """Load a seqrnn checkpoint onto the CPU, checking that it exists and is of ``task``.
-
-    Raises:
-        CheckpointError: no such file, not a seqrnn checkpoint, or one of another task.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        # Our own Lightning checkpoints hold plain Python objects beside the tensors.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from err
-    found = checkpoint.get("task") if isinstance(checkpoint, dict) else None
-    if found not in TASKS:
-        raise CheckpointError(f"{path} is not a seqrnn checkpoint (no task recorded in it)")
-    if task is not None and found != task:
-        raise CheckpointError(
-            f"checkpoint {path} belongs to task={found}; this job needs a task={task} checkpoint"
-        )
-    return checkpoint
-
-
-def check_resumable(path: str | Path, model: SequenceModel) -> Path:
-    """Check that ``path`` is a checkpoint ``model`` can resume from; return it."""
-    hparams = read_checkpoint(path, model.task).get("hyper_parameters", {})
-    differ = [
-        f"{key}={hparams.get(key)!r} (this run: {model.hparams[key]!r})"
-        for key in _ARCHITECTURE_KEYS
-        if hparams.get(key) != model.hparams[key]
-    ]
-    if differ:
-        raise CheckpointError(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
-    return Path(path)
-
-
 def run_hparams(
     model: SequenceModel, datamodule: MNISTSequenceDataModule, trainer: L.Trainer, **extra: Any
 ) -> dict[str, Any]:
     """The settings that tell runs apart, as one flat dict for TensorBoard's HPARAMS tab."""
-    return {
+    settings = {
         "task": model.task,
         **{k: v for k, v in model.hparams.items() if v is not None},
         "order": datamodule.order,
@@ -95,6 +55,9 @@ def run_hparams(
         "gradient_clip_val": trainer.gradient_clip_val or 0.0,
         **extra,
     }
+    # TensorBoard takes numbers, strings and booleans; a list such as head_hidden shows as text.
+    plain = (int, float, str, bool)
+    return {k: v if isinstance(v, plain) else str(v) for k, v in settings.items()}
 
 
 def train_and_evaluate(
@@ -144,10 +107,11 @@ def train_and_evaluate(
         "wall_seconds": round(train_seconds + eval_seconds, 1),
         "checkpoint": _relative_to(best, run_dir) if best else None,
     }
+    # final/<split>_<name> -> <split>_<name>: train_loss, test_acc, test_bits, ...
     for split in EVAL_SPLITS:
-        for name in ("loss", "acc"):
-            if f"final/{split}_{name}" in metrics:
-                results[f"{split}_{name}"] = metrics[f"final/{split}_{name}"]
+        for key, value in sorted(metrics.items()):
+            if key.startswith(f"final/{split}_"):
+                results[key.removeprefix("final/")] = value
     results["evaluated"] = _evaluated_examples(trainer)
 
     hparams = run_hparams(model, datamodule, trainer, **(extra_hparams or {}))

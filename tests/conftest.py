@@ -88,14 +88,26 @@ def tiny_overrides(data_dir: Path, run_dir: Path) -> list[str]:
     ]
 
 
-def run_train(*args: str) -> subprocess.CompletedProcess:
-    """``python -m experiments.train ARGS`` from the project root, output captured."""
+def run_entry(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m experiments.<module> ARGS`` from the project root, output captured."""
     env = {k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.train", *args],
+        [sys.executable, "-m", f"experiments.{module}", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    return run_entry("train", *args)
+
+
+def save_untrained(model: L.LightningModule, path: Path) -> Path:
+    """Write ``model`` as a Lightning checkpoint without training it."""
+    trainer = quiet_trainer(max_epochs=0)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path

@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import quiet_trainer
+from conftest import save_untrained
 from torch import nn
 
+from seqrnn.checkpoints import check_resumable, read_checkpoint
 from seqrnn.errors import CheckpointError, ConfigError
 from seqrnn.models import SequenceClassifier
-from seqrnn.training import check_resumable, read_checkpoint
 
 
 def small(**kwargs) -> SequenceClassifier:
@@ -103,11 +103,7 @@ def test_bad_settings_are_named(kwargs, message):
 
 @pytest.fixture
 def saved_checkpoint(tmp_path):
-    model = small(in_features=28)
-    trainer = quiet_trainer(max_epochs=0)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(tmp_path / "model.ckpt")
-    return tmp_path / "model.ckpt"
+    return save_untrained(small(in_features=28), tmp_path / "model.ckpt")
 
 
 def test_checkpoints_record_their_task(saved_checkpoint):

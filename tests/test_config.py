@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from experiments._cli import CONF_DIR, check_group_choices, expand_resume
 from seqrnn.data import MNISTSequenceDataModule
-from seqrnn.models import SequenceClassifier
+from seqrnn.models import TASKS
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -37,7 +37,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
     datamodule = instantiate(cfg.data)
     assert isinstance(datamodule, MNISTSequenceDataModule)
     model = instantiate(cfg.model, in_features=datamodule.features)
-    assert isinstance(model, SequenceClassifier)
+    assert isinstance(model, TASKS[cfg.task]) and model.task == cfg.task
     assert (model.hparams.cell, model.hparams.units, model.hparams.layers) == (
         cfg.cell,
         cfg.units,
@@ -65,6 +65,13 @@ def test_size_presets_and_plain_units_layers(overrides, layers, units, cell, tmp
     cfg = compose_train(overrides, tmp_path)
     assert (cfg.layers, cfg.units, cfg.cell) == (layers, units, cell)
     assert (cfg.model.layers, cfg.model.units, cfg.model.cell) == (layers, units, cell)
+
+
+def test_completion_config_composes(tmp_path):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("complete", ["ckpt=some/run", f"paths.output_dir={tmp_path}"])
+    assert list(cfg.horizons) == [1, 10, 28, 300] and cfg.hidden == 300 and cfg.samples == 10
+    assert isinstance(instantiate(cfg.data), MNISTSequenceDataModule)
 
 
 def test_debug_fast_limits_batches_and_keeps_no_checkpoints(tmp_path):

@@ -103,6 +103,26 @@ def test_tensorboard_has_curves_and_hparams_with_final_metrics(finished_run):
     assert b"hp_metric" not in hparams["_hparams_/experiment"]
 
 
+def test_predict_run_reports_per_pixel_cross_entropy(tiny_mnist, tmp_path):
+    result = run_train(
+        *tiny_overrides(tiny_mnist, tmp_path), "task=predict", "trainer.max_epochs=1"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["task"] == "predict" and "test_acc" not in results
+    for split in ("train", "val", "test"):
+        # About 90% of the tiny random pixels are on (intensity > 25 of 255): even a barely
+        # trained model has learned that much and beats a coin flip, log 2 nats a pixel.
+        assert 0.2 < results[f"{split}_loss"] < math.log(2)
+        assert results[f"{split}_bits"] == pytest.approx(
+            results[f"{split}_loss"] * 784 / math.log(2), rel=1e-4
+        )
+        assert 0 <= results[f"{split}_pixel_acc"] <= 1
+    checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
+    assert checkpoint["task"] == "predict"
+    assert checkpoint["datamodule_hyper_parameters"]["threshold"] == 0.1
+
+
 def test_resume_continues_from_last_checkpoint_without_losing_epochs(tiny_mnist, tmp_path):
     run_dir = tmp_path / "run"
     first = run_train(*tiny_overrides(tiny_mnist, run_dir), "trainer.max_epochs=1")

@@ -55,7 +55,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    cells = [[fmt(r[c]) for c in columns] for r in rows]
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:

@@ -110,6 +110,8 @@ class MNISTSequenceDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        # Kept in every checkpoint, so later jobs read the images as the model was trained on.
+        self.save_hyperparameters()
         self.root = root
         self.order = require_choice("data.order", order, ORDERS)
         self.threshold = threshold

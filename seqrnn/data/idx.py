@@ -56,11 +56,15 @@ def parse_idx(content: bytes, name: str = "IDX data") -> np.ndarray:
     whose length differs from what the header promises (a truncated or padded file).
     """
     if len(content) < 4 or content[:2] != b"\x00\x00" or content[2] not in IDX_DTYPES:
-        raise DataError(f"{name} is not an IDX file (bad magic number {content[:4].hex() or 'none'})")
+        raise DataError(
+            f"{name} is not an IDX file (bad magic number {content[:4].hex() or 'none'})"
+        )
     dtype, ndim = IDX_DTYPES[content[2]], content[3]
     header = 4 + 4 * ndim
     if len(content) < header:
-        raise DataError(f"{name} is truncated: its header needs {header} bytes, it has {len(content)}")
+        raise DataError(
+            f"{name} is truncated: its header needs {header} bytes, it has {len(content)}"
+        )
     shape = struct.unpack(f">{ndim}I", content[4:header])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = len(content) - header
@@ -80,8 +84,10 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     codes = {dtype.newbyteorder("=").str: code for code, dtype in IDX_DTYPES.items()}
     code = codes.get(array.dtype.newbyteorder("=").str)
     if code is None:
-        raise DataError(f"cannot write dtype {array.dtype} as IDX; use one of uint8, int8, "
-                        "int16, int32, float32, float64")
+        raise DataError(
+            f"cannot write dtype {array.dtype} as IDX; use one of uint8, int8, "
+            "int16, int32, float32, float64"
+        )
     big_endian = array.astype(IDX_DTYPES[code], copy=False)
     content = (
         bytes([0, 0, code, array.ndim])

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from seqrnn.data import EVAL_SPLITS
 from seqrnn.errors import ConfigError, require_choice, require_int
 from seqrnn.nn import RecurrentStack
 from seqrnn.nn.batchnorm import refresh_batchnorm_statistics
@@ -20,9 +21,11 @@ LR_SCHEDULES = ("none", "cosine", "step", "plateau")
 class SequenceModel(L.LightningModule):
     """Base LightningModule: input affine ("red block") -> :class:`RecurrentStack`.
 
-    Subclasses add a head and the task's loss, and set :attr:`task`. The task name is stored in
-    every checkpoint (``checkpoint["task"]``) so a checkpoint of one task is never loaded as
-    another.
+    Subclasses add a head, set :attr:`task` and implement :meth:`batch_metrics` (the loss and
+    what else to log for one batch); this class logs them as ``train/<name>``, ``val/<name>`` and,
+    in the final evaluation (``trainer.test`` on the DataModule's ``test_dataloader``),
+    ``final/<split>_<name>``. The task name is stored in every checkpoint (``checkpoint["task"]``)
+    so a checkpoint of one task is never loaded as another.
 
     Args:
         in_features: inputs per step F (1 for pixels, 28 for rows).
@@ -69,6 +72,42 @@ class SequenceModel(L.LightningModule):
             cell, units, units, layers, dropout, recurrent_init, forget_bias
         )
         self.input_proj = nn.Linear(require_int("in_features", in_features, 1), units)
+
+    # Keys of the stages a metric can be computed for: fitting, and the final evaluation of each
+    # split. (Usable as ModuleDict keys, which "train" is not: it is a Module attribute.)
+    METRIC_STAGES = ("fit_train", "fit_val", *(f"final_{split}" for split in EVAL_SPLITS))
+
+    def batch_metrics(self, batch, stage: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss of ``batch`` and ``{name: value}`` to log (a tensor or a torchmetrics Metric
+        updated on this batch), ``stage`` being one of :attr:`METRIC_STAGES`."""
+        raise NotImplementedError
+
+    def _log_batch(self, batch, stage: str, prefix: str, **log_kwargs) -> torch.Tensor:
+        loss, values = self.batch_metrics(batch, stage)
+        # Epoch means weighted by batch size: exact when the last batch is smaller.
+        for name, value in {"loss": loss, **values}.items():
+            self.log(
+                f"{prefix}{name}",
+                value,
+                batch_size=len(batch[0]),
+                on_step=False,
+                on_epoch=True,
+                **log_kwargs,
+            )
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._log_batch(batch, "fit_train", "train/")
+        self.log("train/batch_loss", loss, on_step=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._log_batch(batch, "fit_val", "val/", prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Final evaluation: loader ``k`` of ``trainer.test`` is split ``EVAL_SPLITS[k]``."""
+        split = EVAL_SPLITS[dataloader_idx]
+        self._log_batch(batch, f"final_{split}", f"final/{split}_", add_dataloader_idx=False)
 
     def encode(self, x: torch.Tensor, state=None):
         """``x [B, T, F]`` -> top-layer outputs ``[B, T, H]`` and the final state."""

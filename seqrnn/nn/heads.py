@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from seqrnn.errors import require_int
 
 
-class ClassifierHead(nn.Sequential):
-    """The classifier's "blue block": Linear -> [BatchNorm] -> ReLU -> Linear.
+class MLPHead(nn.Sequential):
+    """Linear layers with ReLU between them: ``in -> hidden[0] -> ... -> out``.
+
+    With no hidden layers it is one Linear. It acts on the last dimension, so it serves a
+    per-step head on ``[B, T, H]`` as well as a per-sequence head on ``[B, H]``.
 
     Args:
         in_features: size of the stack output it reads (``units``).
-        hidden: width of the hidden layer.
-        classes: number of logits.
-        batchnorm: normalise the hidden layer over the batch (one reference report found this
-            essential for pixel-by-pixel MNIST; its running statistics are used at evaluation).
+        hidden: widths of the hidden layers.
+        out_features: number of outputs (logits).
+        batchnorm: BatchNorm on each hidden layer, before its ReLU (``[B, H]`` inputs only);
+            the classifier's "blue block" with it was essential in one reference report.
 
-    Shape: ``[B, in_features]`` -> ``[B, classes]`` logits.
+    Shape: ``[..., in_features]`` -> ``[..., out_features]``.
     """
 
-    def __init__(self, in_features: int, hidden: int, classes: int, batchnorm: bool = False):
-        require_int("head_hidden", hidden, 1)
-        layers: list[nn.Module] = [nn.Linear(in_features, hidden)]
-        if batchnorm:
-            layers.append(nn.BatchNorm1d(hidden))
-        layers += [nn.ReLU(), nn.Linear(hidden, require_int("classes", classes, 2))]
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        batchnorm: bool = False,
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            layers.append(nn.Linear(width, require_int("head_hidden", size, 1)))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(nn.ReLU())
+            width = size
+        layers.append(nn.Linear(width, require_int("out_features", out_features, 1)))
         super().__init__(*layers)

@@ -1,0 +1,77 @@
+"""Reading checkpoints safely: they exist, they are seqrnn's, they are of the right task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqrnn.errors import CheckpointError
+from seqrnn.models import TASKS, SequenceModel
+
+# Stack settings a checkpoint must share with the model it is loaded into.
+_ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
+# In a run dir, the checkpoints to use, in order of preference.
+RUN_DIR_CHECKPOINTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.ckpt`` file as given, or the best (else last) checkpoint of a run dir."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in RUN_DIR_CHECKPOINTS:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"ckpt={path} is a folder without {' or '.join(RUN_DIR_CHECKPOINTS)}; give a run "
+            "dir that kept checkpoints, or a .ckpt file"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
+    """Load a seqrnn checkpoint onto the CPU, checking that it exists and is of ``task``.
+
+    Raises:
+        CheckpointError: no such file, not a seqrnn checkpoint, or one of another task.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        # Our own Lightning checkpoints hold plain Python objects beside the tensors.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from err
+    found = checkpoint.get("task") if isinstance(checkpoint, dict) else None
+    if found not in TASKS:
+        raise CheckpointError(f"{path} is not a seqrnn checkpoint (no task recorded in it)")
+    if task is not None and found != task:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to task={found}; this job needs a task={task} checkpoint"
+        )
+    return checkpoint
+
+
+def check_resumable(path: str | Path, model: SequenceModel) -> Path:
+    """Check that ``path`` is a checkpoint ``model`` can resume from; return it."""
+    hparams = read_checkpoint(path, model.task).get("hyper_parameters", {})
+    differ = [
+        f"{key}={hparams.get(key)!r} (this run: {model.hparams[key]!r})"
+        for key in _ARCHITECTURE_KEYS
+        if hparams.get(key) != model.hparams[key]
+    ]
+    if differ:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
+    return Path(path)
+
+
+def load_model(path: str | Path, task: str, device: str | torch.device = "cpu") -> SequenceModel:
+    """The model of checkpoint (or run dir) ``path``, of ``task``, in eval mode on ``device``."""
+    path = resolve_checkpoint(path)
+    read_checkpoint(path, task)
+    model = TASKS[task].load_from_checkpoint(path, map_location=device)
+    return model.eval()
