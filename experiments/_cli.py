@@ -121,7 +121,23 @@ def expand_resume(argv: list[str], run_file: str = "checkpoints/last.ckpt") -> l
     return [*kept, *argv, f"hydra.run.dir='{run_dir}'"]
 
 
-def prepare_argv(argv: list[str]) -> list[str]:
-    """The checks and expansions above, in order; returns the argv to hand to Hydra."""
+def prepare_argv(argv: list[str], required: dict[str, str] | None = None) -> list[str]:
+    """The checks and expansions above, in order; returns the argv to hand to Hydra.
+
+    ``required`` maps keys the command cannot run without to what they are, e.g.
+    ``{"ckpt": "the task=predict model to complete with"}``.
+    """
     check_group_choices(argv)
+    for key, what in (required or {}).items():
+        if not any(token.startswith(f"{key}=") for token in argv):
+            fail(f"{key}=<run dir or .ckpt> is required: {what}")
     return expand_resume(argv)
+
+
+def print_study_outputs(out_dir: Path, report: dict, results: list[str]) -> None:
+    """Where a study's files went: its dir, the ``results`` files, figures, TensorBoard."""
+    names = ", ".join(Path(f).name for f in report["figures"])
+    print(f"output dir:  {out_dir}")
+    print(f"results:     {', '.join(str(out_dir / name) for name in results)}")
+    print(f"figures:     {out_dir / 'figures'}  ({names})")
+    print(f"tensorboard: tensorboard --logdir {out_dir / 'tensorboard'}")

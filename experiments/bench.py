@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m experiments.bench [train_throughput] [sampling] [--quick]``.
+"""Benchmarks: ``python -m experiments.bench [train_throughput] [sampling] [inpainting]``.
 
 Each benchmark writes ``outputs/bench/<name>.json`` (numbers, settings, machine) and prints a
 table. ``--quick`` runs a small version of each, to check that it works.
@@ -11,9 +11,13 @@ import logging
 import time
 
 from experiments._cli import quiet_lightning
-from seqrnn.bench import common, sampling, train_throughput
+from seqrnn.bench import common, inpainting, sampling, train_throughput
 
-BENCHMARKS = {"train_throughput": train_throughput, "sampling": sampling}
+BENCHMARKS = {
+    "train_throughput": train_throughput,
+    "sampling": sampling,
+    "inpainting": inpainting,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

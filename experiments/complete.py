@@ -15,17 +15,17 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import fail, prepare_argv, user_errors
+from experiments._cli import prepare_argv, print_study_outputs, user_errors
 
 
-def run(cfg: DictConfig) -> dict:
+def load_predictor(cfg: DictConfig):
+    """The ``task=predict`` model of ``cfg.ckpt`` on ``cfg.device``, and the MNIST DataModule
+    (set up) binarized as that model was trained: ``(model, datamodule, checkpoint path)``."""
     import torch
     from hydra.utils import instantiate
 
     from seqrnn.checkpoints import load_model, read_checkpoint, resolve_checkpoint
-    from seqrnn.completion import check_horizons, run_study
 
-    check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -36,6 +36,14 @@ def run(cfg: DictConfig) -> dict:
     threshold = trained_on.get("threshold", cfg.data.threshold)
     datamodule = instantiate(cfg.data, order="pixel", threshold=threshold)
     datamodule.setup()
+    return model, datamodule, path
+
+
+def run(cfg: DictConfig) -> dict:
+    from seqrnn.completion import check_horizons, run_study
+
+    check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
+    model, datamodule, path = load_predictor(cfg)
     images, labels = datamodule.splits["test"]
     out_dir = Path(cfg.paths.output_dir)
     report = run_study(
@@ -53,11 +61,7 @@ def run(cfg: DictConfig) -> dict:
         seed=cfg.seed,
         checkpoint=str(path),
     )
-    print(f"output dir:  {out_dir}")
-    print(f"table:       {out_dir / 'completion.json'}, {out_dir / 'summary.md'}")
-    names = ", ".join(Path(f).name for f in report["figures"])
-    print(f"figures:     {out_dir / 'figures'}  ({names})")
-    print(f"tensorboard: tensorboard --logdir {out_dir / 'tensorboard'}")
+    print_study_outputs(out_dir, report, ["completion.json", "summary.md"])
     for row in report["table"]:
         print(
             f"  n={row['n']:>3}: samples CE {row['samples_ce']:.4f}, ground truth CE "
@@ -73,8 +77,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    argv = prepare_argv(sys.argv[1:])
-    if not any(a.startswith("ckpt=") for a in argv):
-        fail("ckpt=<run dir or .ckpt> is required: the task=predict model to complete with")
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [
+        sys.argv[0],
+        *prepare_argv(sys.argv[1:], required={"ckpt": "the task=predict model to complete with"}),
+    ]
     main()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 SIDE = 28
 COLOURS = {
@@ -31,14 +32,35 @@ def render(pixels: torch.Tensor, seen: int, generated: int = 0) -> np.ndarray:
     return rgb.reshape(SIDE, SIDE, 3)
 
 
+def render_posterior(image: torch.Tensor, marginals: torch.Tensor, positions) -> np.ndarray:
+    """An RGB image of ``image`` ``[784]`` whose pixels at ``positions`` show their posterior
+    p(x = 1) as a grey level (black 0, white 1)."""
+    rgb = render(image.clamp(min=0), SIDE * SIDE).reshape(-1, 3)
+    for p, pixel in zip(marginals.tolist(), positions, strict=True):
+        rgb[int(pixel)] = p
+    return rgb.reshape(SIDE, SIDE, 3)
+
+
+def crop_around(rgb: np.ndarray, pixels, size: int = 10) -> tuple[np.ndarray, list]:
+    """A ``size`` x ``size`` window of ``rgb`` centred on ``pixels`` (indices into the 784),
+    and those pixels' ``(y, x)`` in the window: a zoom on what was hidden."""
+    ys, xs = zip(*(divmod(int(p), SIDE) for p in pixels), strict=True)
+    top = min(max((min(ys) + max(ys)) // 2 - size // 2 + 1, 0), SIDE - size)
+    left = min(max((min(xs) + max(xs)) // 2 - size // 2 + 1, 0), SIDE - size)
+    window = rgb[top : top + size, left : left + size]
+    return window, [(y - top, x - left) for y, x in zip(ys, xs, strict=True)]
+
+
 def image_grid(
     cells: Sequence[Sequence[np.ndarray]],
     row_titles: Sequence[str],
     col_titles: Sequence[str],
     title: str = "",
     size: float = 1.3,
+    outlines: Sequence[Sequence[Sequence[tuple[int, int]]]] | None = None,
 ) -> Figure:
-    """A figure of ``cells[r][c]`` RGB images with row and column titles."""
+    """A figure of ``cells[r][c]`` RGB images with row and column titles; ``outlines[r][c]``
+    lists pixels ``(y, x)`` of that image to frame in red."""
     rows, cols = len(cells), len(cells[0])
     fig = Figure(figsize=(size * cols + 1.2, size * rows + 0.8), layout="constrained")
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
@@ -46,6 +68,10 @@ def image_grid(
         for c in range(cols):
             ax = axes[r, c]
             ax.imshow(cells[r][c], interpolation="nearest")
+            for y, x in outlines[r][c] if outlines else ():
+                ax.add_patch(
+                    Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.2)
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

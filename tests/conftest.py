@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from seqrnn.data import MNIST_FILES, write_idx
 from seqrnn.data.idx import md5_hex, read_bytes
@@ -111,3 +112,16 @@ def save_untrained(model: L.LightningModule, path: Path) -> Path:
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Untrained task=predict and task=classify checkpoints, by task."""
+    from seqrnn.models import NextPixelPredictor, SequenceClassifier
+
+    folder = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    return {
+        "predict": save_untrained(NextPixelPredictor(units=8), folder / "predict.ckpt"),
+        "classify": save_untrained(SequenceClassifier(units=8), folder / "classify.ckpt"),
+    }

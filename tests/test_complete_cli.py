@@ -3,20 +3,7 @@
 import json
 
 import pytest
-import torch
-from conftest import run_entry, save_untrained
-
-from seqrnn.models import NextPixelPredictor, SequenceClassifier
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ckpts")
-    torch.manual_seed(0)
-    return {
-        "predict": save_untrained(NextPixelPredictor(units=8), folder / "predict.ckpt"),
-        "classify": save_untrained(SequenceClassifier(units=8), folder / "classify.ckpt"),
-    }
+from conftest import run_entry
 
 
 def complete_args(tiny_mnist, out_dir, *extra):

@@ -90,6 +90,58 @@ class NextPixelPredictor(SequenceModel):
         bce = F.binary_cross_entropy_with_logits(self(x), x, reduction="none")
         return -bce.sum(dim=1)
 
+    @torch.no_grad()
+    def branch_log_probs(
+        self, branches: torch.Tensor, first: torch.Tensor, repeats: int
+    ) -> torch.Tensor:
+        """Per-pixel log-probabilities of image variants that share everything before a point.
+
+        Rows ``i * repeats`` to ``(i + 1) * repeats - 1`` of ``branches`` are variants of one
+        image that agree on every pixel before ``first[i]``. The shared part is read once (one
+        fused pass over all prefixes, each to its own length); then every variant reads on from
+        its own pixel ``first[i]`` with a copy of that state (one fused pass over the suffixes).
+
+        Args:
+            branches: ``[B * repeats, T]`` in {0, 1}.
+            first: ``[B]`` the first position where the variants of image ``i`` may differ.
+            repeats: variants per image.
+        Returns:
+            ``[B * repeats, T]``: ``log p(x_t | x_<t)`` for ``t >= first`` (nats), 0 before.
+        """
+        branches = self._pixels(branches.to(self.device))
+        first = first.to(self.device).long()
+        n, steps = len(first), branches.shape[1]
+        shared = branches[::repeats]
+        start = shared.new_full((n, 1), self.hparams.start_value)
+        # Prefix i: the inputs [x_0 = start, x_1, ..., x_{first_i - 1}]; its last output scores
+        # pixel first_i.
+        prefix_inputs = self.input_proj(torch.cat([start, shared], dim=1).unsqueeze(-1))
+        state = self.stack.final_states(prefix_inputs, first + 1)
+        top = (state[0] if isinstance(state, tuple) else state)[-1]
+        first_logit = self.head(top).squeeze(-1).repeat_interleave(repeats)
+        state = repeat_state(state, repeats)
+        # Suffix of each variant: inputs x_first .. x_{T-2}, left-aligned; padding after the
+        # end is harmless (outputs only depend on earlier inputs) and masked out below.
+        first_rows = first.repeat_interleave(repeats)
+        width = max(int(steps - 1 - first.min()), 1)
+        offsets = torch.arange(width, device=self.device)
+        positions = (first_rows[:, None] + offsets).clamp(max=steps - 1)
+        out, _ = self.stack(self.input_proj(branches.gather(1, positions).unsqueeze(-1)), state)
+        logits = self.head(out).squeeze(-1)
+        targets = branches.gather(1, (positions + 1).clamp(max=steps - 1))
+        valid = first_rows[:, None] + 1 + offsets < steps
+        suffix = -F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * valid
+        result = branches.new_zeros(branches.shape)
+        rows = torch.arange(len(branches), device=self.device)
+        result[rows, first_rows] = -F.binary_cross_entropy_with_logits(
+            first_logit, branches[rows, first_rows], reduction="none"
+        )
+        target_positions = (positions + 1).clamp(max=steps - 1)
+        # Valid suffix positions are distinct and after first: a scatter-add cannot collide
+        # with them; invalid ones add 0.
+        result.scatter_add_(1, target_positions, suffix)
+        return result
+
     def batch_metrics(self, batch, stage: str) -> tuple[torch.Tensor, dict[str, Any]]:
         """Mean per-pixel BCE (nats), bits per image and thresholded per-pixel accuracy."""
         x = self._pixels(batch[0])

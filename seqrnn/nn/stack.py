@@ -100,6 +100,19 @@ class RecurrentStack(nn.Module):
             raise ValueError(f"expected x of shape [B, T, {self.input_size}], got {list(x.shape)}")
         return self.rnn(x, state)
 
+    def final_states(self, x: torch.Tensor, lengths: torch.Tensor) -> State:
+        """The state of each sequence after its own ``lengths[i]`` steps of ``x`` ``[B, T, I]``
+        (padding after them is ignored), from a zero state, in one fused call.
+
+        Returns a state as :meth:`forward` does; the top layer's output at each sequence's last
+        step is ``h[-1]``.
+        """
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, state = self.rnn(packed)
+        return state
+
     def step(self, x_t: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Advance every sequence by one step with a carried state (for sampling).
 

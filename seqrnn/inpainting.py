@@ -1,0 +1,480 @@
+"""Exact in-painting of hidden pixels with a next-pixel predictor.
+
+The predictor is a full joint p(x_1..x_784), so the posterior of hidden pixels M given all the
+others, past and future, is exact: for each candidate filling v of M,
+p(x_M = v | rest) = p(x with x_M = v) / sum over v' of p(x with x_M = v'), a softmax over the
+2^|M| candidates' log-probabilities. Pixels before the first hidden one are the same in every
+candidate, so they are read once and the recurrent state is copied to the candidates
+(:meth:`~seqrnn.models.NextPixelPredictor.branch_log_probs`).
+
+In-painting sets are ``[N, 784]`` int8 arrays with -1 where a pixel is hidden, stored as ``.npz``
+with ``images``, and optionally ``targets`` (the ground truth) and ``labels``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch.utils.tensorboard import SummaryWriter
+
+from seqrnn.errors import ConfigError, DataError, require_choice, require_int
+from seqrnn.figures import crop_around, image_grid, render, render_posterior
+from seqrnn.models import NextPixelPredictor
+from seqrnn.training import write_json_atomic
+
+SIDE = 28
+KINDS = {"one_pixel": 1, "two_by_two": 2}  # kind -> side of the hidden square
+PLACEMENTS = ("stroke", "uniform")
+# The cap on hidden pixels per image: exact enumeration scores 2^k candidates per image.
+DEFAULT_MAX_HIDDEN = 12
+
+
+@dataclass
+class InpaintingSet:
+    """Images with hidden pixels.
+
+    Attributes:
+        images: ``[N, 784]`` int8: 0/1 where seen, -1 where hidden.
+        targets: ``[N, 784]`` int8 ground truth (0/1), or None when unknown.
+        labels: ``[N]`` digit labels, or None.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        """``[N, 784]`` bool: where pixels are hidden."""
+        return self.images < 0
+
+    @property
+    def hidden_counts(self) -> torch.Tensor:
+        return self.hidden.sum(dim=1)
+
+    def save(self, path: str | Path) -> Path:
+        arrays = {"images": self.images.numpy().astype(np.int8)}
+        if self.targets is not None:
+            arrays["targets"] = self.targets.numpy().astype(np.int8)
+        if self.labels is not None:
+            arrays["labels"] = self.labels.numpy()
+        np.savez_compressed(path, **arrays)
+        return Path(path)
+
+
+def build_set(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    kind: str = "one_pixel",
+    count: int = 1000,
+    placement: str = "stroke",
+    seed: int = 0,
+) -> InpaintingSet:
+    """Hide one pixel (``one_pixel``) or one 2x2 window (``two_by_two``) in each of ``count``
+    images drawn reproducibly from ``images`` (``[N, 784]`` in {0, 1}).
+
+    ``placement="stroke"`` draws the hidden spot among those on or next to the ink (the spot or
+    its one-pixel border touches an on-pixel), where the model has something to decide;
+    ``"uniform"`` draws it anywhere.
+    """
+    side = KINDS[require_choice("dataset", kind, KINDS)]
+    require_choice("placement", placement, PLACEMENTS)
+    images = images.reshape(len(images), -1).to(torch.int8)
+    require_int("count", count, 1)
+    if count > len(images):
+        raise ConfigError(f"count={count} is not allowed; the split has {len(images)} images")
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(images), generator=generator)[:count].sort().values
+    chosen = images[index]
+    # Corners of every side x side window; a window "touches ink" when the window grown by one
+    # pixel on each side holds an on-pixel.
+    ink = chosen.reshape(-1, 1, SIDE, SIDE).float()
+    near_ink = F.max_pool2d(ink, kernel_size=side + 2, stride=1, padding=1).flatten(1) > 0
+    corners = SIDE - side + 1
+    allowed = near_ink if placement == "stroke" else torch.ones_like(near_ink)
+    masked = chosen.clone()
+    for i in range(count):
+        options = allowed[i].nonzero().flatten()
+        if len(options) == 0:  # a blank image: anywhere will do
+            options = torch.arange(corners * corners)
+        corner = int(options[torch.randint(len(options), (1,), generator=generator)])
+        row, col = divmod(corner, corners)
+        for dr, dc in itertools.product(range(side), repeat=2):
+            masked[i, (row + dr) * SIDE + col + dc] = -1
+    return InpaintingSet(masked, chosen, labels[index])
+
+
+def load_set(path: str | Path, max_hidden: int = DEFAULT_MAX_HIDDEN) -> InpaintingSet:
+    """Read an in-painting set from ``.npz`` (``images``, optional ``targets``, ``labels``) or
+    ``.npy`` (the images), checking shape, values and the number of hidden pixels.
+
+    Raises:
+        DataError: a missing or unreadable file, a shape other than ``[N, 784]`` /
+            ``[N, 28, 28]``, values outside {-1, 0, 1}, an image with no hidden pixel or with
+            more than ``max_hidden``, or targets that disagree with the seen pixels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"in-painting file {path} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not a readable .npy/.npz file ({err})") from err
+    if isinstance(loaded, np.ndarray):
+        images, targets, labels = loaded, None, None
+    else:
+        if "images" not in loaded.files:
+            raise DataError(f"{path} has no 'images' array (it has: {', '.join(loaded.files)})")
+        images = loaded["images"]
+        targets = loaded["targets"] if "targets" in loaded.files else None
+        labels = loaded["labels"] if "labels" in loaded.files else None
+    images = _as_image_rows(images, path, "images")
+    bad = ~np.isin(images, (-1, 0, 1))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(
+            f"{path}: images[{i}, {j}] = {images[i, j]}; pixels must be 0, 1, or -1 (hidden)"
+        )
+    counts = (images < 0).sum(axis=1)
+    check_hidden_counts(counts, max_hidden, str(path))
+    if targets is not None:
+        targets = _as_image_rows(targets, path, "targets")
+        if targets.shape != images.shape or not np.isin(targets, (0, 1)).all():
+            raise DataError(f"{path}: targets must be 0/1 images shaped like images")
+        seen = images >= 0
+        if (targets[seen] != images[seen]).any():
+            raise DataError(f"{path}: targets disagree with images on seen pixels")
+    return InpaintingSet(
+        torch.from_numpy(images.astype(np.int8)),
+        None if targets is None else torch.from_numpy(targets.astype(np.int8)),
+        None if labels is None else torch.from_numpy(np.asarray(labels)),
+    )
+
+
+def check_hidden_counts(counts, max_hidden: int, where: str = "the set") -> None:
+    """Every image needs 1 to ``max_hidden`` hidden pixels; say which one does not, and why."""
+    counts = np.asarray(counts)
+    if (counts == 0).any():
+        raise DataError(f"{where}: image {int(np.argmax(counts == 0))} has no hidden pixel (-1)")
+    if (counts > max_hidden).any():
+        i = int(np.argmax(counts > max_hidden))
+        raise DataError(
+            f"{where}: image {i} has {counts[i]} hidden pixels; the cap is "
+            f"max_hidden={max_hidden}, because exact in-painting scores every filling: "
+            f"2^{counts[i]} = {2 ** int(counts[i]):,} full sequences for that image"
+        )
+
+
+def _as_image_rows(array: np.ndarray, path: Path, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[1:] == (SIDE, SIDE):
+        array = array.reshape(len(array), -1)
+    if array.ndim != 2 or array.shape[1] != SIDE * SIDE:
+        raise DataError(
+            f"{path}: {name} has shape {list(array.shape)}; expected [N, 784] or [N, 28, 28]"
+        )
+    return array.astype(np.int64)
+
+
+def candidates(k: int) -> torch.Tensor:
+    """All ``2^k`` fillings of ``k`` hidden pixels, ``[2^k, k]``, in binary counting order."""
+    return torch.tensor(list(itertools.product((0, 1), repeat=k)), dtype=torch.long).reshape(
+        2**k, k
+    )
+
+
+@dataclass
+class Posterior:
+    """The exact posterior of the hidden pixels of one image.
+
+    Attributes:
+        positions: ``[k]`` the hidden pixels, in reading order.
+        fillings: ``[2^k, k]`` the candidate values of those pixels.
+        log_joint: ``[2^k]`` log p(image with that filling), up to a constant shared by all
+            candidates (the pixels before the first hidden one), in nats (float64).
+        past_log_probs: ``[2^k, k]`` log p(x_m = filling | pixels before m) at each hidden m:
+            what the past alone says.
+    """
+
+    positions: torch.Tensor
+    fillings: torch.Tensor
+    log_joint: torch.Tensor
+    past_log_probs: torch.Tensor
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """``[2^k]`` posterior probability of each filling."""
+        return torch.softmax(self.log_joint, dim=0)
+
+    @property
+    def map_filling(self) -> torch.Tensor:
+        """``[k]`` the most probable filling."""
+        return self.fillings[self.log_joint.argmax()]
+
+    @property
+    def marginals(self) -> torch.Tensor:
+        """``[k]`` p(x_m = 1 | rest) for each hidden pixel."""
+        probs = self.probs
+        return probs @ self.fillings.to(probs.dtype)
+
+    def index_of(self, filling: torch.Tensor) -> int:
+        """Row of ``filling`` ``[k]`` in :attr:`fillings` (binary counting order)."""
+        return int((filling.long() * (2 ** torch.arange(len(filling) - 1, -1, -1))).sum())
+
+    def past_only_filling(self) -> torch.Tensor:
+        """``[k]`` pixel by pixel in reading order, the more probable value given only the
+        pixels before it (earlier hidden ones filled this way): prediction without the future."""
+        chosen = torch.zeros(len(self.positions), dtype=torch.long)
+        for j in range(len(chosen)):
+            with_one = chosen.clone()
+            with_one[j] = 1
+            # log p(x_m = 1 | past) is in any candidate that agrees on pixels 0..j
+            chosen[j] = int(self.past_log_probs[self.index_of(with_one), j].exp() > 0.5)
+        return chosen
+
+
+@torch.no_grad()
+def posteriors(
+    model: NextPixelPredictor, images: torch.Tensor, max_sequences: int = 512
+) -> list[Posterior]:
+    """The exact posterior of every image's hidden pixels (``images`` ``[N, 784]``, -1 hidden).
+
+    Images with the same number k of hidden pixels are batched, as many as fit
+    ``max_sequences`` candidate sequences at a time, in order of their first hidden pixel: the
+    candidates of a batch then read suffixes of about one length, and little is padding.
+    """
+    images = images.long()
+    hidden = images < 0
+    counts = hidden.sum(dim=1)
+    results: list[Posterior | None] = [None] * len(images)
+    for k in counts.unique().tolist():
+        fillings = candidates(k)
+        group = (counts == k).nonzero().flatten()
+        first_hidden = hidden[group].float().argmax(dim=1)
+        group = group[first_hidden.argsort(stable=True)]
+        per_chunk = max(1, max_sequences // len(fillings))
+        for chunk in group.split(per_chunk):
+            positions = hidden[chunk].nonzero()[:, 1].reshape(len(chunk), k)
+            branches = images[chunk].repeat_interleave(len(fillings), dim=0).clamp(min=0)
+            rows = torch.arange(len(branches))[:, None]
+            branches[rows, positions.repeat_interleave(len(fillings), 0)] = fillings.repeat(
+                len(chunk), 1
+            )
+            log_probs = model.branch_log_probs(branches, positions[:, 0], len(fillings)).cpu()
+            log_probs = log_probs.reshape(len(chunk), len(fillings), -1)
+            for i, image in enumerate(chunk.tolist()):
+                results[image] = Posterior(
+                    positions=positions[i],
+                    fillings=fillings,
+                    # float64: the sum runs over hundreds of pixels, the softmax needs its
+                    # differences.
+                    log_joint=log_probs[i].double().sum(dim=1),
+                    past_log_probs=log_probs[i][:, positions[i]],
+                )
+    return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def brute_force_log_joint(
+    model: NextPixelPredictor, image: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every filling of one image scored by a full pass over the whole image, as ``log_prob``
+    does, but summed in float64: ``(fillings [2^k, k], log p [2^k])``."""
+    positions = (image < 0).nonzero().flatten()
+    fillings = candidates(len(positions))
+    filled = image.long().clamp(min=0).repeat(len(fillings), 1).to(model.device)
+    filled[:, positions] = fillings.to(model.device)
+    per_pixel = -F.binary_cross_entropy_with_logits(model(filled), filled.float(), reduction="none")
+    return fillings, per_pixel.double().sum(dim=1).cpu()
+
+
+@torch.no_grad()
+def study_metrics(
+    model: NextPixelPredictor, dataset: InpaintingSet, found: list[Posterior]
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """The study's numbers against the ground truth: ``(means, per-image values)``.
+
+    Cross-entropies are nats per pixel: over the whole image (``*_ce_image``, as the reference
+    reports give them) and over the hidden pixels alone (``*_ce_hidden``, from the posterior).
+    ``past_*`` fill each hidden pixel from the pixels before it only, as a one-step prediction
+    does, to show what knowing the future adds.
+    """
+    targets = dataset.targets.long()
+    pixels = targets.shape[1]
+    truth_log_p = torch.cat(
+        [model.log_prob(chunk.to(model.device)).double().cpu() for chunk in targets.split(256)]
+    )
+    per_image: dict[str, list[float]] = {
+        key: []
+        for key in (
+            "truth_mass",
+            "map_correct",
+            "map_pixels_correct",
+            "map_minus_truth",
+            "past_mass",
+            "past_pixels_correct",
+            "hidden",
+        )
+    }
+    for posterior, target in zip(found, targets, strict=True):
+        truth = target[posterior.positions]
+        t, m = posterior.index_of(truth), int(posterior.log_joint.argmax())
+        log_post = torch.log_softmax(posterior.log_joint, dim=0)
+        past = posterior.past_only_filling()
+        per_image["truth_mass"].append(float(log_post[t].exp()))
+        per_image["map_correct"].append(float(m == t))
+        per_image["map_pixels_correct"].append(float((posterior.map_filling == truth).sum()))
+        per_image["map_minus_truth"].append(float(posterior.log_joint[m] - posterior.log_joint[t]))
+        per_image["past_mass"].append(float(posterior.past_log_probs[t].double().sum().exp()))
+        per_image["past_pixels_correct"].append(float((past == truth).sum()))
+        per_image["hidden"].append(len(truth))
+    values = {key: torch.tensor(v, dtype=torch.float64) for key, v in per_image.items()}
+    hidden_total = values["hidden"].sum()
+    truth_mass = values["truth_mass"]
+    map_log_p = truth_log_p + values["map_minus_truth"]
+    means = {
+        "images": len(found),
+        "hidden_pixels": int(hidden_total),
+        "truth_ce_image": float(-truth_log_p.sum() / (len(found) * pixels)),
+        "map_ce_image": float(-map_log_p.sum() / (len(found) * pixels)),
+        "truth_ce_hidden": float(-truth_mass.log().sum() / hidden_total),
+        "map_ce_hidden": float(
+            -(truth_mass.log() + values["map_minus_truth"]).sum() / hidden_total
+        ),
+        "map_pixel_acc": float(values["map_pixels_correct"].sum() / hidden_total),
+        "map_image_acc": float(values["map_correct"].mean()),
+        "truth_mass": float(truth_mass.mean()),
+        "past_pixel_acc": float(values["past_pixels_correct"].sum() / hidden_total),
+        "past_truth_mass": float(values["past_mass"].mean()),
+        "past_ce_hidden": float(-values["past_mass"].log().sum() / hidden_total),
+    }
+    return means, values
+
+
+def posterior_arrays(found: list[Posterior]) -> dict[str, np.ndarray]:
+    """Per image, padded to the largest k: positions, candidate probabilities, MAP, marginals
+    and the past-only filling (-1 / NaN / 0 where an image has fewer hidden pixels)."""
+    k_max = max(len(p.positions) for p in found)
+    n = len(found)
+    arrays = {
+        "hidden_counts": np.array([len(p.positions) for p in found]),
+        "positions": np.full((n, k_max), -1),
+        "fillings_probs": np.zeros((n, 2**k_max)),
+        "map": np.full((n, k_max), -1),
+        "marginals": np.full((n, k_max), np.nan),
+        "past_only": np.full((n, k_max), -1),
+    }
+    for i, p in enumerate(found):
+        k = len(p.positions)
+        arrays["positions"][i, :k] = p.positions.numpy()
+        arrays["fillings_probs"][i, : 2**k] = p.probs.numpy()
+        arrays["map"][i, :k] = p.map_filling.numpy()
+        arrays["marginals"][i, :k] = p.marginals.numpy()
+        arrays["past_only"][i, :k] = p.past_only_filling().numpy()
+    return arrays
+
+
+def example_figure(
+    dataset: InpaintingSet, found: list[Posterior], picks: list[int], title: str
+) -> Figure:
+    """Rows of picked images: the whole image, then a zoom on the hidden pixels (framed in red):
+    ground truth, masked, MAP filling, and the posterior p(x = 1) as a grey level."""
+    rows, outlines, names = [], [], []
+    for i in picks:
+        p = found[i]
+        masked = dataset.images[i]
+        filled = masked.long().clamp(min=0)
+        filled[p.positions] = p.map_filling
+        half = torch.full((len(p.positions),), 0.5)
+        whole = dataset.targets[i] if dataset.targets is not None else filled
+        panels = [
+            render_posterior(masked, half, p.positions),
+            render(filled, SIDE * SIDE),
+            render_posterior(masked, p.marginals, p.positions),
+        ]
+        if dataset.targets is not None:
+            panels.insert(0, render(dataset.targets[i], SIDE * SIDE))
+        zooms = [crop_around(panel, p.positions) for panel in panels]
+        rows.append([render(whole, SIDE * SIDE)] + [window for window, _ in zooms])
+        outlines.append([[]] + [frame for _, frame in zooms])
+        names.append(f"#{i}")
+    columns = ["masked", "MAP", "posterior"]
+    if dataset.targets is not None:
+        columns.insert(0, "truth")
+    columns = ["image", *(f"{c} (zoom)" for c in columns)]
+    return image_grid(rows, names, columns, title=title, outlines=outlines)
+
+
+def future_gain_figure(means: dict[str, float]) -> Figure:
+    """Bars: accuracy and mass on the truth, from the past alone vs the exact posterior."""
+    fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    labels = ["pixel accuracy", "mass on the truth"]
+    past = [means["past_pixel_acc"], means["past_truth_mass"]]
+    exact = [means["map_pixel_acc"], means["truth_mass"]]
+    x = np.arange(len(labels))
+    ax.bar(x - 0.18, past, 0.36, label="past only (one-step prediction)", color="#999999")
+    ax.bar(x + 0.18, exact, 0.36, label="exact posterior (past and future)", color="#e69500")
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("What the future adds", fontsize=10)
+    return fig
+
+
+def run_study(
+    model: NextPixelPredictor,
+    dataset: InpaintingSet,
+    out_dir: str | Path,
+    dataset_name: str = "",
+    shown: int = 4,
+    max_sequences: int = 512,
+    checkpoint: str | None = None,
+) -> dict:
+    """Posteriors for every image, then ``inpaint.json``, ``posterior.npz``, ``dataset.npz``,
+    figures and TensorBoard logs in ``out_dir``; returns the content of ``inpaint.json``."""
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    found = posteriors(model, dataset.images, max_sequences)
+    seconds = time.perf_counter() - started
+    report: dict = {
+        "checkpoint": checkpoint,
+        "dataset": dataset_name,
+        "images": len(found),
+        "hidden_per_image": sorted(set(dataset.hidden_counts.tolist())),
+        "posterior_seconds": round(seconds, 2),
+    }
+    figures = {}
+    if dataset.targets is not None:
+        means, values = study_metrics(model, dataset, found)
+        report["metrics"] = means
+        order = values["truth_mass"].argsort()
+        picks = {"successes": order[-shown:].flip(0).tolist(), "failures": order[:shown].tolist()}
+        report["examples"] = picks
+        figures["successes"] = example_figure(
+            dataset, found, picks["successes"], "most posterior mass on the truth"
+        )
+        figures["failures"] = example_figure(
+            dataset, found, picks["failures"], "least posterior mass on the truth"
+        )
+        figures["future_gain"] = future_gain_figure(means)
+    else:
+        figures["examples"] = example_figure(dataset, found, list(range(shown)), "first images")
+    dataset.save(out_dir / "dataset.npz")
+    np.savez_compressed(out_dir / "posterior.npz", **posterior_arrays(found))
+    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    for name, figure in figures.items():
+        figure.savefig(out_dir / "figures" / f"{name}.png", dpi=100)
+        writer.add_figure(f"inpainting/{name}", figure, close=False)
+    writer.close()
+    report["figures"] = [f"figures/{name}.png" for name in figures]
+    write_json_atomic(out_dir / "inpaint.json", report)
+    return report
