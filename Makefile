@@ -20,7 +20,10 @@ endif
 # 55,000 training images), then the full evaluation; under 10 minutes on 2 CPU cores.
 TRAIN_BUDGET ?= trainer.max_epochs=1 trainer.limit_train_batches=300
 
-.PHONY: install test train tensorboard bench lint format clean
+# `make report` reports on the newest sweep; REPORT_DIR=outputs reports on every run.
+REPORT_DIR ?= $(firstword $(shell ls -td outputs/multirun/*/ 2>/dev/null))
+
+.PHONY: install test train tensorboard bench report lint format clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +42,10 @@ tensorboard:
 
 bench:
 	$(BIN)/python -m experiments.bench $(ARGS)
+
+report:
+	@test -n "$(REPORT_DIR)" || { echo "error: no sweep in outputs/multirun; give REPORT_DIR=<dir>" >&2; exit 2; }
+	$(BIN)/python -m experiments.report $(REPORT_DIR)
 
 lint:
 	$(BIN)/ruff check seqrnn experiments tests

@@ -99,7 +99,8 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
 def expand_resume(argv: list[str], run_file: str = "checkpoints/last.ckpt") -> list[str]:
     """``resume=DIR`` -> the overrides DIR was made with, then ``argv``, writing into DIR.
 
-    Later overrides win, so ``resume=DIR trainer.max_epochs=20`` extends a finished run.
+    Later overrides win, so ``resume=DIR trainer.max_epochs=20`` extends a finished run (a
+    resumed run is trained even when it has results: ``skip_done=false``).
     """
     tokens = [t for t in argv if t.startswith("resume=")]
     if not tokens:
@@ -116,9 +117,10 @@ def expand_resume(argv: list[str], run_file: str = "checkpoints/last.ckpt") -> l
     kept = [
         t
         for t in original
-        if (p := _parse(t)) is not None and p.key_or_group not in given | {"resume"}
+        if (p := _parse(t)) is not None and p.key_or_group not in given | {"resume", "skip_done"}
     ]
-    return [*kept, *argv, f"hydra.run.dir='{run_dir}'"]
+    extra = [] if "skip_done" in given else ["skip_done=false"]
+    return [*kept, *argv, *extra, f"hydra.run.dir='{run_dir}'"]
 
 
 def prepare_argv(argv: list[str], required: dict[str, str] | None = None) -> list[str]:

@@ -114,15 +114,16 @@ def train_and_evaluate(
                 results[key.removeprefix("final/")] = value
     results["evaluated"] = _evaluated_examples(trainer)
 
+    if not trainer.is_global_zero:  # data-parallel: one process writes
+        return results
     hparams = run_hparams(model, datamodule, trainer, **(extra_hparams or {}))
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             log_hparams_with_metrics(
                 logger, hparams, sorted(k for k in metrics if k.startswith("final/"))
             )
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / RESULTS_FILE, results)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / RESULTS_FILE, results)
     return results
 
 
@@ -155,7 +156,7 @@ def _evaluated_examples(trainer: L.Trainer) -> dict[str, int]:
     for split, loader, batches in zip(
         EVAL_SPLITS, trainer.test_dataloaders, trainer.num_test_batches, strict=True
     ):
-        counts[split] = min(len(loader.images), int(batches) * loader.batch_size)
+        counts[split] = loader.covered(int(batches))
     return counts
 
 

@@ -75,8 +75,8 @@ def quiet_trainer(**kwargs) -> L.Trainer:
     return L.Trainer(**{**defaults, **kwargs})
 
 
-def tiny_overrides(data_dir: Path, run_dir: Path) -> list[str]:
-    """Hydra overrides for a run on the tiny data that takes seconds and writes into run_dir."""
+def tiny_overrides(data_dir: Path, run_dir: Path | None = None) -> list[str]:
+    """Hydra overrides for a run on the tiny data that takes seconds (and writes into run_dir)."""
     return [
         f"data.root={data_dir}",
         "data.verify=false",
@@ -85,7 +85,8 @@ def tiny_overrides(data_dir: Path, run_dir: Path) -> list[str]:
         "data.eval_batch_size=32",
         "size=1x32",
         "callbacks.progress_bar=null",
-        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+        *([f"hydra.run.dir={run_dir}"] if run_dir else []),
     ]
 
 

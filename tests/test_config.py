@@ -27,7 +27,7 @@ def test_every_group_has_options():
         GROUPS
     )
     assert {o for g, o in OPTIONS if g == "size"} == {"1x32", "1x64", "1x128", "3x32"}
-    assert {o for g, o in OPTIONS if g == "trainer"} == {"default", "cpu", "gpu"}
+    assert {o for g, o in OPTIONS if g == "trainer"} == {"default", "cpu", "gpu", "ddp"}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -65,6 +65,26 @@ def test_size_presets_and_plain_units_layers(overrides, layers, units, cell, tmp
     cfg = compose_train(overrides, tmp_path)
     assert (cfg.layers, cfg.units, cfg.cell) == (layers, units, cell)
     assert (cfg.model.layers, cfg.model.units, cfg.model.cell) == (layers, units, cell)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("parallel", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+    ],
+)
+def test_launchers_compose_and_instantiate(launcher, target, tmp_path):
+    cfg = compose_train([f"hydra/launcher={launcher}"], tmp_path, hydra_node=True)
+    assert cfg.hydra.launcher._target_ == target
+    built = instantiate(cfg.hydra.launcher)
+    assert type(built).__name__ == target.rsplit(".", 1)[1]
+
+
+def test_ddp_trainer_builds_two_cpu_processes(tmp_path):
+    cfg = compose_train(["trainer=ddp", "trainer.accelerator=cpu"], tmp_path)
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.world_size == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
 
 
 def test_completion_config_composes(tmp_path):
@@ -130,6 +150,7 @@ def test_resume_reuses_the_runs_overrides_and_its_dir(tmp_path):
         "size=3x32",
         f"resume={tmp_path}",
         "trainer.max_epochs=5",
+        "skip_done=false",
         f"hydra.run.dir='{tmp_path}'",
     ]
 

@@ -61,10 +61,12 @@ def run(
         def naive(m=model, g=generator):
             naive_continue(m, prefixes.repeat_interleave(samples, dim=0), steps, g)
 
-        row["carried_s"] = round(timed(carried, dev), 3)
+        carried_s = timed(carried, dev)
+        row["carried_s"] = round(carried_s, 4)
         if with_naive:
-            row["naive_s"] = round(timed(naive, dev), 3)
-            row["speedup"] = round(row["naive_s"] / row["carried_s"], 1)
+            naive_s = timed(naive, dev)
+            row["naive_s"] = round(naive_s, 4)
+            row["speedup"] = round(naive_s / carried_s, 1)
         rows.append(row)
         print(
             f"{cell}-{width}: carried {row['carried_s']} s"

@@ -41,11 +41,17 @@ class EpochShuffle:
 class SequenceBatches:
     """An iterable of ``(x, y)`` batches sliced from in-memory tensors.
 
+    Under data-parallel training each process (``rank`` of ``world_size``) takes every
+    ``world_size``-th example, as PyTorch's DistributedSampler does: shuffled training shards
+    drop the few examples that would make them unequal (every process must take the same number
+    of steps); evaluation shards repeat a few instead, so that every example is seen.
+
     Args:
         images: ``[N, T, F]`` uint8 in {0, 1}.
         labels: ``[N]`` int64.
         batch_size: examples per batch; the last batch may be smaller unless ``drop_last``.
         shuffle: draw a new order each epoch (see :class:`EpochShuffle`).
+        rank, world_size: this process's shard.
     Yields:
         x: ``[B, T, F]`` float32, y: ``[B]`` int64.
     """
@@ -58,21 +64,48 @@ class SequenceBatches:
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.drop_last = batch_size, drop_last
+        self.rank, self.world_size = rank, world_size
         # Lightning looks for DataLoader's `sampler` (to call set_epoch) and `batch_sampler`.
         self.sampler = EpochShuffle(len(images), seed) if shuffle else None
         self.batch_sampler = None
 
+    @property
+    def shard_size(self) -> int:
+        """Examples this process iterates over in an epoch."""
+        n, world = len(self.images), self.world_size
+        return n // world if self.sampler is not None else -(-n // world)
+
     def __len__(self) -> int:
-        full, rest = divmod(len(self.images), self.batch_size)
+        full, rest = divmod(self.shard_size, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def covered(self, batches: int) -> int:
+        """Distinct examples that the first ``batches`` batches of every process cover."""
+        per_process = min(batches * self.batch_size, self.shard_size)
+        return min(len(self.images), per_process * self.world_size)
+
+    def _indices(self) -> torch.Tensor | None:
+        """This epoch's example order for this process; None: all examples in order."""
         order = self.sampler.order() if self.sampler is not None else None
+        if self.world_size == 1:
+            return order
+        n = len(self.images)
+        if order is None:
+            order = torch.arange(n)
+        size = self.shard_size * self.world_size
+        if size > n:  # evaluation: repeat a few to even the shards
+            order = torch.cat([order, order[: size - n]])
+        return order[self.rank : size : self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._indices()
         for b in range(len(self)):
-            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, len(self.images))
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.shard_size)
             if order is None:  # contiguous slice: a view, no gather
                 x, y = self.images[lo:hi], self.labels[lo:hi]
             else:
@@ -160,7 +193,9 @@ class MNISTSequenceDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> SequenceBatches:
-        return SequenceBatches(*self.splits["train"], self.batch_size, shuffle=True, seed=self.seed)
+        return SequenceBatches(
+            *self.splits["train"], self.batch_size, shuffle=True, seed=self.seed, **self._shard()
+        )
 
     def val_dataloader(self) -> SequenceBatches:
         return self._eval_loader("val")
@@ -171,7 +206,14 @@ class MNISTSequenceDataModule(L.LightningDataModule):
         return [self._eval_loader(split) for split in EVAL_SPLITS]
 
     def _eval_loader(self, split: str) -> SequenceBatches:
-        return SequenceBatches(*self.splits[split], self.eval_batch_size)
+        return SequenceBatches(*self.splits[split], self.eval_batch_size, **self._shard())
+
+    def _shard(self) -> dict[str, int]:
+        """This process's place among the data-parallel processes of the attached trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return {"rank": 0, "world_size": 1}
+        return {"rank": trainer.global_rank, "world_size": trainer.world_size}
 
     def _as_sequences(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, H, W]`` -> ``[N, T, F]`` for the configured order (a view, no copy)."""

@@ -84,7 +84,8 @@ class SequenceModel(L.LightningModule):
 
     def _log_batch(self, batch, stage: str, prefix: str, **log_kwargs) -> torch.Tensor:
         loss, values = self.batch_metrics(batch, stage)
-        # Epoch means weighted by batch size: exact when the last batch is smaller.
+        # Epoch means weighted by batch size: exact when the last batch is smaller; averaged
+        # over data-parallel processes (equal shards) when there are several.
         for name, value in {"loss": loss, **values}.items():
             self.log(
                 f"{prefix}{name}",
@@ -92,6 +93,7 @@ class SequenceModel(L.LightningModule):
                 batch_size=len(batch[0]),
                 on_step=False,
                 on_epoch=True,
+                sync_dist=True,
                 **log_kwargs,
             )
         return loss

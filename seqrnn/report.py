@@ -1,0 +1,194 @@
+"""Tables and curves of many runs: every run dir below a folder, in the reference layout.
+
+A run dir is one with ``.hydra/config.yaml`` (or a ``results.json``). Its status: ``done`` (it
+has ``results.json``), ``incomplete`` (a ``last.ckpt`` but no results: stopped, or still
+running; a re-launched sweep resumes it) or ``failed`` (neither). Tables go by task, cell and
+reading order; columns are sizes; runs of one configuration are shown as mean ± spread.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from matplotlib.figure import Figure
+
+REFERENCE_SIZES = ("1x32", "1x64", "1x128", "3x32")
+# (results key, row title, format); accuracies only where a task has them.
+ROWS = (
+    ("test_loss", "test loss", "{:.4f}"),
+    ("train_loss", "train loss", "{:.4f}"),
+    ("test_acc", "test accuracy", "{:.4f}"),
+    ("train_acc", "train accuracy", "{:.4f}"),
+    ("epochs", "epochs", "{:.0f}"),
+    ("wall_seconds", "wall time (s)", "{:.0f}"),
+    ("params", "parameters", "{:.0f}"),
+)
+
+
+@dataclass
+class Run:
+    path: Path
+    task: str
+    cell: str
+    size: str
+    order: str
+    status: str
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def find_runs(root: str | Path) -> list[Run]:
+    """Every run dir below ``root`` (``root`` itself included), sorted by path."""
+    root = Path(root)
+    dirs = {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    dirs |= {p.parent for p in root.rglob("results.json")}
+    return [run for run in (_read_run(d) for d in sorted(dirs)) if run is not None]
+
+
+def _read_run(path: Path) -> Run | None:
+    config_file = path / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    results_file = path / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    source = results or config
+    if "task" not in source or "cell" not in source:
+        return None  # not a training run (a completion or in-painting study)
+    order = results.get("order") or (config.get("data") or {}).get("order", "pixel")
+    if results:
+        status = "done"
+    elif (path / "checkpoints" / "last.ckpt").is_file():
+        status = "incomplete"
+    else:
+        status = "failed"
+    size = f"{source['layers']}x{source['units']}"
+    return Run(path, source["task"], source["cell"], size, order, status, results)
+
+
+def _summary(values: list[float], fmt: str) -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{fmt.format(mean)} ± {fmt.format(spread)} (n={len(values)})"
+
+
+def tables(runs: list[Run]) -> dict[tuple[str, str, str], dict[str, list[Run]]]:
+    """Runs by table ``(task, cell, order)``, then by size column (reference sizes first)."""
+    grouped: dict[tuple[str, str, str], dict[str, list[Run]]] = defaultdict(dict)
+    for run in runs:
+        grouped[(run.task, run.cell, run.order)].setdefault(run.size, []).append(run)
+    ordered = {}
+    for key in sorted(grouped):
+        columns = grouped[key]
+        sizes = [s for s in REFERENCE_SIZES if s in columns]
+        sizes += sorted(s for s in columns if s not in REFERENCE_SIZES)
+        ordered[key] = {size: columns[size] for size in sizes}
+    return ordered
+
+
+def cell_text(runs: list[Run], key: str, fmt: str) -> str:
+    """One table cell: the finished runs' value (mean ± spread), and what did not finish."""
+    values = [r.results[key] for r in runs if r.status == "done" and key in r.results]
+    text = _summary(values, fmt) if values else ""
+    unfinished = [r.status for r in runs if r.status != "done"]
+    notes = ", ".join(
+        f"{unfinished.count(s)} {s}" for s in ("incomplete", "failed") if s in unfinished
+    )
+    if notes:
+        text = f"{text} ({notes})" if text else notes
+    return text or "–"
+
+
+def markdown_table(columns: dict[str, list[Run]], task: str) -> str:
+    rows = [r for r in ROWS if task == "classify" or not r[0].endswith("_acc")]
+    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for key, title, fmt in rows:
+        cells = [cell_text(runs, key, fmt) for runs in columns.values()]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def validation_curves(columns: dict[str, list[Run]], title: str) -> Figure:
+    """``val/loss`` per epoch of every run of a table, from its TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fig = Figure(figsize=(6, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for size, runs in columns.items():
+        for i, run in enumerate(runs):
+            if not (run.path / "tensorboard").is_dir():
+                continue
+            events = EventAccumulator(str(run.path / "tensorboard"), size_guidance={"scalars": 0})
+            events.Reload()
+            if "val/loss" not in events.Tags().get("scalars", []):
+                continue
+            values = [e.value for e in events.Scalars("val/loss")]
+            label = size if len(runs) == 1 else f"{size} #{i + 1}"
+            style = "-" if run.status == "done" else "--"
+            ax.plot(range(1, len(values) + 1), values, style, marker="o", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss")
+    ax.set_title(title, fontsize=10)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Collect the runs below ``root``; write ``report.md``, ``report.csv`` and one curves PNG
+    per table into ``out_dir`` (default ``root``). Returns the written paths by kind."""
+    root = Path(root)
+    out_dir = Path(out_dir) if out_dir is not None else root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = find_runs(root)
+    counts = {s: sum(r.status == s for r in runs) for s in ("done", "incomplete", "failed")}
+    lines = [
+        f"# Report: {root}",
+        "",
+        f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+        "Losses in nats: per example (classify), per pixel (predict). Several runs of one "
+        "configuration: mean ± standard deviation (n).",
+    ]
+    written = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
+    csv_rows = []
+    for (task, cell, order), columns in tables(runs).items():
+        name = f"{task}_{cell}_{order}"
+        figure = validation_curves(columns, f"{task}, {cell.upper()}, {order} order")
+        figure.savefig(out_dir / f"curves_{name}.png", dpi=100)
+        written[f"curves_{name}"] = out_dir / f"curves_{name}.png"
+        lines += [
+            "",
+            f"## {task}: {cell.upper()}, {order} order",
+            "",
+            markdown_table(columns, task),
+            "",
+            f"![validation curves](curves_{name}.png)",
+        ]
+        for size, group in columns.items():
+            for run in group:
+                csv_rows.append(
+                    {
+                        "task": task,
+                        "cell": cell,
+                        "order": order,
+                        "size": size,
+                        "status": run.status,
+                        "run": str(run.path),
+                        **{key: run.results.get(key, "") for key, _, _ in ROWS},
+                    }
+                )
+    if not runs:
+        lines += ["", "No runs found."]
+    written["markdown"].write_text("\n".join(lines) + "\n")
+    with written["csv"].open("w", newline="") as f:
+        fields = ["task", "cell", "order", "size", "status", *(k for k, _, _ in ROWS), "run"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    return written

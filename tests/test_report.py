@@ -1,0 +1,84 @@
+"""The report: run statuses, duplicates as mean ± spread, what did not finish."""
+
+import json
+
+import yaml
+
+from seqrnn.report import find_runs, tables, write_report
+
+
+def fake_run(root, name, cell="gru", size=(1, 32), results=None, last=False, task="classify"):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    config = {
+        "task": task,
+        "cell": cell,
+        "layers": size[0],
+        "units": size[1],
+        "data": {"order": "pixel"},
+    }
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if results is not None:
+        full = {
+            "task": task,
+            "cell": cell,
+            "layers": size[0],
+            "units": size[1],
+            "order": "pixel",
+            "epochs": 2,
+            "wall_seconds": 10.0,
+            "params": 100,
+            **results,
+        }
+        (run / "results.json").write_text(json.dumps(full))
+    if last:
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    return run
+
+
+def test_statuses_and_duplicates(tmp_path):
+    scores = {"test_acc": 0.5, "train_acc": 0.6, "train_loss": 1.0}
+    fake_run(tmp_path, "a", results={**scores, "test_loss": 1.0})
+    fake_run(tmp_path, "b", results={**scores, "test_loss": 2.0})
+    fake_run(tmp_path, "c", last=True)
+    fake_run(tmp_path, "d", size=(3, 32))
+    fake_run(tmp_path, "e", cell="lstm", size=(1, 64), results={**scores, "test_loss": 0.5})
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "results.json").write_text("{}")  # not a training run
+    runs = find_runs(tmp_path)
+    assert {r.path.name: r.status for r in runs} == {
+        "a": "done",
+        "b": "done",
+        "c": "incomplete",
+        "d": "failed",
+        "e": "done",
+    }
+    grouped = tables(runs)
+    assert list(grouped) == [("classify", "gru", "pixel"), ("classify", "lstm", "pixel")]
+    assert list(grouped[("classify", "gru", "pixel")]) == ["1x32", "3x32"]
+
+    written = write_report(tmp_path)
+    report = written["markdown"].read_text()
+    assert "5 runs: 3 done, 1 incomplete, 1 failed" in report
+    # 1x32: mean and sample standard deviation of 1.0 and 2.0, plus the stopped run
+    assert "| test loss | 1.5000 ± 0.7071 (n=2) (1 incomplete) | 1 failed |" in report
+    assert "| test loss | 0.5000 |" in report
+    assert written["csv"].read_text().count("\n") == 1 + 5
+
+
+def test_predict_tables_have_no_accuracy_rows(tmp_path):
+    fake_run(tmp_path, "p", task="predict", results={"test_loss": 0.1, "train_loss": 0.1})
+    report = write_report(tmp_path)["markdown"].read_text()
+    assert "| test loss | 0.1000 |" in report and "accuracy" not in report
+
+
+def test_report_command_names_a_missing_folder(tmp_path, capsys):
+    import pytest
+
+    from experiments.report import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nothing")])
+    assert exit_info.value.code == 2
+    assert "nothing is not a folder" in capsys.readouterr().err
