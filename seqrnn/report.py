@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ ROWS = (
     ("epochs", "epochs", "{:.0f}"),
     ("wall_seconds", "wall time (s)", "{:.0f}"),
     ("params", "parameters", "{:.0f}"),
+    # How many examples the losses and accuracies cover (fewer than the splits under a limit).
+    ("train_examples", "train examples", "{:.0f}"),
+    ("test_examples", "test examples", "{:.0f}"),
 )
 
 
@@ -56,6 +60,8 @@ def _read_run(path: Path) -> Run | None:
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
     results_file = path / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    for split, count in results.get("evaluated", {}).items():
+        results[f"{split}_examples"] = count
     source = results or config
     if "task" not in source or "cell" not in source:
         return None  # not a training run (a completion or in-painting study)
@@ -118,6 +124,7 @@ def validation_curves(columns: dict[str, list[Run]], title: str) -> Figure:
     """``val/loss`` per epoch of every run of a table, from its TensorBoard events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # a line per event file read
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.subplots()
     for size, runs in columns.items():

@@ -32,7 +32,8 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_instantiates(group, option, tmp_path):
-    cfg = compose_train([f"{group}={option}"], tmp_path)
+    # experiment presets are added on top (+experiment=...); other groups have a default
+    cfg = compose_train([f"{'+' if group == 'experiment' else ''}{group}={option}"], tmp_path)
     OmegaConf.resolve(cfg)
     datamodule = instantiate(cfg.data)
     assert isinstance(datamodule, MNISTSequenceDataModule)
@@ -92,6 +93,14 @@ def test_completion_config_composes(tmp_path):
         cfg = compose("complete", ["ckpt=some/run", f"paths.output_dir={tmp_path}"])
     assert list(cfg.horizons) == [1, 10, 28, 300] and cfg.hidden == 300 and cfg.samples == 10
     assert isinstance(instantiate(cfg.data), MNISTSequenceDataModule)
+
+
+@pytest.mark.parametrize("grid", ["classify_grid", "predict_grid"])
+def test_experiment_grids_sweep_cells_and_sizes(grid, tmp_path):
+    cfg = compose_train([f"+experiment={grid}"], tmp_path, hydra_node=True)
+    assert cfg.task == grid.removesuffix("_grid")
+    params = cfg.hydra.sweeper.params
+    assert params.cell == "gru,lstm" and params.size == "1x32,1x64,1x128,3x32"
 
 
 def test_debug_fast_limits_batches_and_keeps_no_checkpoints(tmp_path):
