@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m experiments.bench [train_throughput] [sampling] [inpainting]``.
+"""Benchmarks: ``python -m experiments.bench [stack_backends] [train_throughput] [sampling] ...``.
 
 Each benchmark writes ``outputs/bench/<name>.json`` (numbers, settings, machine) and prints a
 table. ``--quick`` runs a small version of each, to check that it works.
@@ -11,9 +11,10 @@ import logging
 import time
 
 from experiments._cli import quiet_lightning
-from seqrnn.bench import common, inpainting, sampling, train_throughput
+from seqrnn.bench import common, inpainting, sampling, stack_backends, train_throughput
 
 BENCHMARKS = {
+    "stack_backends": stack_backends,
     "train_throughput": train_throughput,
     "sampling": sampling,
     "inpainting": inpainting,

@@ -4,7 +4,7 @@
     python -m experiments.report outputs                      # every run there is
     python -m experiments.report outputs --out reports/today
 
-Writes report.md, report.csv and curves_<task>_<cell>_<order>.png into the folder (or --out).
+Writes report.md, report.csv and curves_<task>_<cell>_<data>.png into the folder (or --out).
 A sweep writes its own report when it ends (the Hydra callback in experiments.callbacks).
 """
 

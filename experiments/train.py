@@ -30,6 +30,7 @@ def build_and_train(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from hydra.utils import instantiate
 
+    from seqrnn.models import check_task_data
     from seqrnn.training import LAST_CHECKPOINT, RESULTS_FILE, train_and_evaluate
 
     run_dir = Path(cfg.paths.output_dir)
@@ -45,6 +46,7 @@ def build_and_train(cfg: DictConfig) -> dict[str, Any]:
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
+    check_task_data(cfg.task, datamodule)
     # The data decides the model's input width (1 per pixel, 28 per row), so read it first.
     datamodule.prepare_data()
     datamodule.setup("fit")

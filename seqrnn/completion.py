@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch.utils.tensorboard import SummaryWriter
 
 from seqrnn.errors import ConfigError, require_int
-from seqrnn.figures import SIDE, image_grid, render
+from seqrnn.figures import SIDE, image_grid, render, save_figures
 from seqrnn.models import NextPixelPredictor
 from seqrnn.training import write_json_atomic
 
@@ -301,14 +300,8 @@ def run_study(
         },
         "figures": [f"figures/{name}.png" for name in figures],
     }
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
-    for name, figure in figures.items():
-        figure.savefig(out_dir / "figures" / f"{name}.png", dpi=100)
-        writer.add_figure(f"completion/{name}", figure, close=False)
     summary = summary_markdown(report)
-    writer.add_text("completion/summary", summary)
-    writer.close()
+    save_figures(out_dir, figures, "completion", texts={"summary": summary})
     (out_dir / "summary.md").write_text(summary)
     write_json_atomic(out_dir / "completion.json", report)
     return report

@@ -7,6 +7,7 @@ generated is orange ink on dark blue; a pixel still hidden is grey.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,3 +82,22 @@ def image_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def save_figures(
+    out_dir: Path, figures: dict[str, Figure], tag: str, texts: dict[str, str] | None = None
+) -> list[str]:
+    """Write each figure to ``out_dir/figures/<name>.png`` and to TensorBoard (in
+    ``out_dir/tensorboard``, as ``<tag>/<name>``, with ``texts`` beside them); return the PNG
+    paths relative to ``out_dir``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    for name, figure in figures.items():
+        figure.savefig(out_dir / "figures" / f"{name}.png", dpi=100)
+        writer.add_figure(f"{tag}/{name}", figure, close=False)
+    for name, text in (texts or {}).items():
+        writer.add_text(f"{tag}/{name}", text)
+    writer.close()
+    return [f"figures/{name}.png" for name in figures]

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from torch.utils.tensorboard import SummaryWriter
 
 from seqrnn.errors import ConfigError, DataError, require_choice, require_int
-from seqrnn.figures import crop_around, image_grid, render, render_posterior
+from seqrnn.figures import crop_around, image_grid, render, render_posterior, save_figures
 from seqrnn.models import NextPixelPredictor
 from seqrnn.training import write_json_atomic
 
@@ -470,11 +469,6 @@ def run_study(
         figures["examples"] = example_figure(dataset, found, list(range(shown)), "first images")
     dataset.save(out_dir / "dataset.npz")
     np.savez_compressed(out_dir / "posterior.npz", **posterior_arrays(found))
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
-    for name, figure in figures.items():
-        figure.savefig(out_dir / "figures" / f"{name}.png", dpi=100)
-        writer.add_figure(f"inpainting/{name}", figure, close=False)
-    writer.close()
-    report["figures"] = [f"figures/{name}.png" for name in figures]
+    report["figures"] = save_figures(out_dir, figures, "inpainting")
     write_json_atomic(out_dir / "inpaint.json", report)
     return report

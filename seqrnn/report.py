@@ -3,7 +3,8 @@
 A run dir is one with ``.hydra/config.yaml`` (or a ``results.json``). Its status: ``done`` (it
 has ``results.json``), ``incomplete`` (a ``last.ckpt`` but no results: stopped, or still
 running; a re-launched sweep resumes it) or ``failed`` (neither). Tables go by task, cell and
-reading order; columns are sizes; runs of one configuration are shown as mean ± spread.
+data (reading order, or the Bayesian process); columns are sizes; runs of one configuration are
+shown as mean ± spread.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import json
 import logging
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ ROWS = (
     ("train_loss", "train loss", "{:.4f}"),
     ("test_acc", "test accuracy", "{:.4f}"),
     ("train_acc", "train accuracy", "{:.4f}"),
+    ("test_kl", "test KL from Bayes", "{:.4f}"),
+    ("test_bayes_loss", "Bayes test loss", "{:.4f}"),
     ("epochs", "epochs", "{:.0f}"),
     ("wall_seconds", "wall time (s)", "{:.0f}"),
     ("params", "parameters", "{:.0f}"),
@@ -42,7 +46,7 @@ class Run:
     task: str
     cell: str
     size: str
-    order: str
+    data: str
     status: str
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -65,7 +69,7 @@ def _read_run(path: Path) -> Run | None:
     source = results or config
     if "task" not in source or "cell" not in source:
         return None  # not a training run (a completion or in-painting study)
-    order = results.get("order") or (config.get("data") or {}).get("order", "pixel")
+    data = results.get("data") or _data_label(config.get("data") or {})
     if results:
         status = "done"
     elif (path / "checkpoints" / "last.ckpt").is_file():
@@ -73,7 +77,15 @@ def _read_run(path: Path) -> Run | None:
     else:
         status = "failed"
     size = f"{source['layers']}x{source['units']}"
-    return Run(path, source["task"], source["cell"], size, order, status, results)
+    return Run(path, source["task"], source["cell"], size, data, status, results)
+
+
+def _data_label(data: dict[str, Any]) -> str:
+    """A run's data, described from its config (for runs that wrote no results)."""
+    if "period" in data:
+        alpha = ",".join(f"{a:g}" for a in data.get("alpha", []))
+        return f"T={data['period']}, alpha=({alpha})"
+    return f"{data.get('order', 'pixel')} order"
 
 
 def _summary(values: list[float], fmt: str) -> str:
@@ -85,10 +97,10 @@ def _summary(values: list[float], fmt: str) -> str:
 
 
 def tables(runs: list[Run]) -> dict[tuple[str, str, str], dict[str, list[Run]]]:
-    """Runs by table ``(task, cell, order)``, then by size column (reference sizes first)."""
+    """Runs by table ``(task, cell, data)``, then by size column (reference sizes first)."""
     grouped: dict[tuple[str, str, str], dict[str, list[Run]]] = defaultdict(dict)
     for run in runs:
-        grouped[(run.task, run.cell, run.order)].setdefault(run.size, []).append(run)
+        grouped[(run.task, run.cell, run.data)].setdefault(run.size, []).append(run)
     ordered = {}
     for key in sorted(grouped):
         columns = grouped[key]
@@ -111,8 +123,12 @@ def cell_text(runs: list[Run], key: str, fmt: str) -> str:
     return text or "–"
 
 
-def markdown_table(columns: dict[str, list[Run]], task: str) -> str:
-    rows = [r for r in ROWS if task == "classify" or not r[0].endswith("_acc")]
+def markdown_table(columns: dict[str, list[Run]]) -> str:
+    """The table of one task, cell and data; a row only where some run has that number (no
+    accuracy for the predictors, no KL for the images)."""
+    runs = [run for group in columns.values() for run in group]
+    present = [r for r in ROWS if any(r[0] in run.results for run in runs)]
+    rows = present or ROWS[:2]
     lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for key, title, fmt in rows:
         cells = [cell_text(runs, key, fmt) for runs in columns.values()]
@@ -159,21 +175,22 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
         f"# Report: {root}",
         "",
         f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
-        "Losses in nats: per example (classify), per pixel (predict). Several runs of one "
+        "Losses in nats: per example (classify), per pixel (predict), per symbol (dirichlet). "
+        "Several runs of one "
         "configuration: mean ± standard deviation (n).",
     ]
     written = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
     csv_rows = []
-    for (task, cell, order), columns in tables(runs).items():
-        name = f"{task}_{cell}_{order}"
-        figure = validation_curves(columns, f"{task}, {cell.upper()}, {order} order")
+    for (task, cell, data), columns in tables(runs).items():
+        name = f"{task}_{cell}_" + re.sub(r"[^A-Za-z0-9.]+", "_", data).strip("_")
+        figure = validation_curves(columns, f"{task}, {cell.upper()}, {data}")
         figure.savefig(out_dir / f"curves_{name}.png", dpi=100)
         written[f"curves_{name}"] = out_dir / f"curves_{name}.png"
         lines += [
             "",
-            f"## {task}: {cell.upper()}, {order} order",
+            f"## {task}: {cell.upper()}, {data}",
             "",
-            markdown_table(columns, task),
+            markdown_table(columns),
             "",
             f"![validation curves](curves_{name}.png)",
         ]
@@ -183,7 +200,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
                     {
                         "task": task,
                         "cell": cell,
-                        "order": order,
+                        "data": data,
                         "size": size,
                         "status": run.status,
                         "run": str(run.path),
@@ -194,7 +211,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
         lines += ["", "No runs found."]
     written["markdown"].write_text("\n".join(lines) + "\n")
     with written["csv"].open("w", newline="") as f:
-        fields = ["task", "cell", "order", "size", "status", *(k for k, _, _ in ROWS), "run"]
+        fields = ["task", "cell", "data", "size", "status", *(k for k, _, _ in ROWS), "run"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(csv_rows)

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from seqrnn.checkpoints import check_resumable
-from seqrnn.data import EVAL_SPLITS, MNISTSequenceDataModule
+from seqrnn.data import EVAL_SPLITS
 from seqrnn.models import SequenceModel
 
 RESULTS_FILE = "results.json"
@@ -42,14 +42,15 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
 
 
 def run_hparams(
-    model: SequenceModel, datamodule: MNISTSequenceDataModule, trainer: L.Trainer, **extra: Any
+    model: SequenceModel, datamodule: L.LightningDataModule, trainer: L.Trainer, **extra: Any
 ) -> dict[str, Any]:
     """The settings that tell runs apart, as one flat dict for TensorBoard's HPARAMS tab."""
     settings = {
         "task": model.task,
         **{k: v for k, v in model.hparams.items() if v is not None},
+        "data": datamodule.description,
         "order": datamodule.order,
-        "threshold": datamodule.threshold,
+        **({"threshold": datamodule.threshold} if hasattr(datamodule, "threshold") else {}),
         "batch_size": datamodule.batch_size,
         "max_epochs": trainer.max_epochs,
         "gradient_clip_val": trainer.gradient_clip_val or 0.0,
@@ -62,7 +63,7 @@ def run_hparams(
 
 def train_and_evaluate(
     model: SequenceModel,
-    datamodule: MNISTSequenceDataModule,
+    datamodule: L.LightningDataModule,
     trainer: L.Trainer,
     run_dir: str | Path,
     resume_from: str | Path | None = None,
@@ -102,6 +103,7 @@ def train_and_evaluate(
         "units": model.hparams.units,
         "layers": model.hparams.layers,
         "order": datamodule.order,
+        "data": datamodule.description,
         "params": model.num_parameters,
         "epochs": trainer.current_epoch,
         "wall_seconds": round(train_seconds + eval_seconds, 1),

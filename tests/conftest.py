@@ -64,6 +64,14 @@ def real_mnist() -> Path:
     return REAL_MNIST
 
 
+def tiny_rows(data_dir: Path, **kwargs):
+    """The tiny images read row by row (28 steps: fast), in batches of 16, as a DataModule."""
+    from seqrnn.data import MNISTSequenceDataModule
+
+    settings = {"order": "row", "val_size": TINY_VAL, "batch_size": 16, "verify": False}
+    return MNISTSequenceDataModule(str(data_dir), download=False, **{**settings, **kwargs})
+
+
 def quiet_trainer(**kwargs) -> L.Trainer:
     """A CPU-friendly Trainer that writes nothing and prints little; ``kwargs`` add to it."""
     defaults = {

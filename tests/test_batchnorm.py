@@ -4,10 +4,9 @@ import itertools
 
 import lightning as L
 import torch
-from conftest import TINY_VAL, quiet_trainer
+from conftest import quiet_trainer, tiny_rows
 from torch import nn
 
-from seqrnn.data import MNISTSequenceDataModule
 from seqrnn.models import SequenceClassifier
 from seqrnn.nn.batchnorm import refresh_batchnorm_statistics
 
@@ -36,14 +35,7 @@ def test_a_model_without_batchnorm_is_not_run():
 
 def test_classifier_refreshes_statistics_before_validation(tiny_mnist):
     L.seed_everything(0, verbose=False)
-    dm = MNISTSequenceDataModule(
-        str(tiny_mnist),
-        order="row",
-        val_size=TINY_VAL,
-        batch_size=16,
-        verify=False,
-        download=False,
-    )
+    dm = tiny_rows(tiny_mnist)
     model = SequenceClassifier(in_features=28, units=8, head_batchnorm=True, bn_refresh_batches=3)
     trainer = quiet_trainer(max_epochs=2)
     trainer.fit(model, datamodule=dm)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -9,7 +10,7 @@ from omegaconf import OmegaConf
 
 from experiments._cli import CONF_DIR, check_group_choices, expand_resume
 from seqrnn.data import MNISTSequenceDataModule
-from seqrnn.models import TASKS
+from seqrnn.models import TASKS, check_task_data
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -33,10 +34,14 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_instantiates(group, option, tmp_path):
     # experiment presets are added on top (+experiment=...); other groups have a default
-    cfg = compose_train([f"{'+' if group == 'experiment' else ''}{group}={option}"], tmp_path)
+    overrides = [f"{'+' if group == 'experiment' else ''}{group}={option}"]
+    if (group, option) == ("data", "dirichlet"):
+        overrides.append("task=dirichlet")  # symbol sequences have no digits to classify
+    cfg = compose_train(overrides, tmp_path)
     OmegaConf.resolve(cfg)
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, MNISTSequenceDataModule)
+    assert isinstance(datamodule, L.LightningDataModule)
+    check_task_data(cfg.task, datamodule)
     model = instantiate(cfg.model, in_features=datamodule.features)
     assert isinstance(model, TASKS[cfg.task]) and model.task == cfg.task
     assert (model.hparams.cell, model.hparams.units, model.hparams.layers) == (

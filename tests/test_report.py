@@ -55,8 +55,11 @@ def test_statuses_and_duplicates(tmp_path):
         "e": "done",
     }
     grouped = tables(runs)
-    assert list(grouped) == [("classify", "gru", "pixel"), ("classify", "lstm", "pixel")]
-    assert list(grouped[("classify", "gru", "pixel")]) == ["1x32", "3x32"]
+    assert list(grouped) == [
+        ("classify", "gru", "pixel order"),
+        ("classify", "lstm", "pixel order"),
+    ]
+    assert list(grouped[("classify", "gru", "pixel order")]) == ["1x32", "3x32"]
 
     written = write_report(tmp_path)
     report = written["markdown"].read_text()

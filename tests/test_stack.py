@@ -37,7 +37,10 @@ def test_fused_stack_equals_reference_cells(cell, layers, start):
         assert got.shape == (layers, B, H)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert len(gates) == layers
-    assert set(gates[0]) == ({"r", "z", "n"} if cell == "gru" else {"i", "f", "g", "o"})
+    assert set(gates[0]) == (
+        {"r", "z", "n", "h"} if cell == "gru" else {"i", "f", "g", "o", "c", "h"}
+    )
+    torch.testing.assert_close(gates[-1]["h"], ref_out)
     assert all(g.shape == (B, T, H) for g in gates[-1].values())
 
 

@@ -59,7 +59,7 @@ def test_tiny_grid_sweep_writes_a_report_with_every_cell(tiny_mnist, tmp_path):
                 ("parameters", "params", "{:.0f}"),
             ):
                 assert rows[title][column] == fmt.format(results[key]), (cell, size, title)
-        assert (tmp_path / f"curves_classify_{cell}_pixel.png").is_file()
+        assert (tmp_path / f"curves_classify_{cell}_pixel_order.png").is_file()
     with (tmp_path / "report.csv").open() as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["done"] * 4
 

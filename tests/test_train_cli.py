@@ -17,6 +17,7 @@ RESULT_KEYS = {
     "units",
     "layers",
     "order",
+    "data",
     "params",
     "epochs",
     "wall_seconds",

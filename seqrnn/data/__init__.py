@@ -1,11 +1,13 @@
 """MNIST as sequences: IDX files, checksums, downloads, binarization and the LightningDataModule."""
 
 from seqrnn.data.datamodule import EVAL_SPLITS, MNISTSequenceDataModule, SequenceBatches
+from seqrnn.data.dirichlet import DirichletSequenceDataModule
 from seqrnn.data.idx import parse_idx, read_bytes, write_idx
 from seqrnn.data.mnist import MNIST_FILES, MNIST_MD5, binarize, load_mnist, resolve_data_dir
 
 __all__ = [
     "EVAL_SPLITS",
+    "DirichletSequenceDataModule",
     "MNIST_FILES",
     "MNIST_MD5",
     "MNISTSequenceDataModule",

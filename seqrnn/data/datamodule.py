@@ -114,6 +114,14 @@ class SequenceBatches:
             yield x.float(), y
 
 
+def shard_of(trainer: L.Trainer | None) -> dict[str, int]:
+    """A process's place among the data-parallel processes of ``trainer`` (``rank`` and
+    ``world_size`` for :class:`SequenceBatches`)."""
+    if trainer is None:
+        return {"rank": 0, "world_size": 1}
+    return {"rank": trainer.global_rank, "world_size": trainer.world_size}
+
+
 class MNISTSequenceDataModule(L.LightningDataModule):
     """Binarized MNIST read pixel by pixel (``[B, 784, 1]``) or row by row (``[B, 28, 28]``).
 
@@ -129,6 +137,8 @@ class MNISTSequenceDataModule(L.LightningDataModule):
         download, verify: see :func:`seqrnn.data.mnist.load_mnist`.
         seed: seed of the per-epoch shuffling.
     """
+
+    family = "mnist"
 
     def __init__(
         self,
@@ -154,6 +164,11 @@ class MNISTSequenceDataModule(L.LightningDataModule):
         self.download, self.verify, self.seed = download, verify, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.image_shape = (28, 28)  # updated from the files in setup()
+
+    @property
+    def description(self) -> str:
+        """What the reports call this data: the reading order."""
+        return f"{self.order} order"
 
     @property
     def steps(self) -> int:
@@ -209,11 +224,7 @@ class MNISTSequenceDataModule(L.LightningDataModule):
         return SequenceBatches(*self.splits[split], self.eval_batch_size, **self._shard())
 
     def _shard(self) -> dict[str, int]:
-        """This process's place among the data-parallel processes of the attached trainer."""
-        trainer = self.trainer
-        if trainer is None:
-            return {"rank": 0, "world_size": 1}
-        return {"rank": trainer.global_rank, "world_size": trainer.world_size}
+        return shard_of(self.trainer)
 
     def _as_sequences(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, H, W]`` -> ``[N, T, F]`` for the configured order (a view, no copy)."""

@@ -38,9 +38,13 @@ class SequenceModel(L.LightningModule):
             ``val/loss`` stalls for ``lr_step_epochs``).
         bn_refresh_batches: before each validation, recompute BatchNorm statistics over this
             many training batches (see :mod:`seqrnn.nn.batchnorm`); 0 keeps the running ones.
+        backend: the stack's kernels, ``"auto"``, ``"torch"`` or ``"fused"`` (see
+            :mod:`seqrnn.nn.stack`); it changes speed, not results or checkpoints.
     """
 
     task: ClassVar[str] = ""
+    # the data family it reads (the DataModule's ``family``): "mnist" or "dirichlet"
+    data_family: ClassVar[str] = "mnist"
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class SequenceModel(L.LightningModule):
         lr_step_epochs: int = 5,
         lr_gamma: float = 0.5,
         bn_refresh_batches: int = 20,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         # Collects the arguments of this __init__ and of the subclass's that called it.
@@ -69,7 +74,7 @@ class SequenceModel(L.LightningModule):
             raise ConfigError(f"lr={lr!r} is not allowed; it must be > 0")
         # The stack checks cell, units and layers; build it before anything sized by them.
         self.stack = RecurrentStack(
-            cell, units, units, layers, dropout, recurrent_init, forget_bias
+            cell, units, units, layers, dropout, recurrent_init, forget_bias, backend
         )
         self.input_proj = nn.Linear(require_int("in_features", in_features, 1), units)
 
@@ -113,7 +118,7 @@ class SequenceModel(L.LightningModule):
 
     def encode(self, x: torch.Tensor, state=None):
         """``x [B, T, F]`` -> top-layer outputs ``[B, T, H]`` and the final state."""
-        return self.stack(self.input_proj(x), state)
+        return self.stack(x, state, input_proj=self.input_proj)
 
     @property
     def num_parameters(self) -> int:

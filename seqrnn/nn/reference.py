@@ -75,7 +75,8 @@ def reference_forward(
         x: ``[B, T, I]``; state: as in :class:`~seqrnn.nn.RecurrentStack`, None = zeros.
     Returns:
         out: ``[B, T, H]`` top-layer outputs; state: final state as the stack returns it;
-        gates: per layer, a dict of gate name -> ``[B, T, H]`` activations.
+        trace: per layer, a dict name -> ``[B, T, H]``: the gates (r, z, n or i, f, g, o) and
+        the states (h, and c for an LSTM) at every step.
     """
     if state is None:
         state = stack.initial_state(x.shape[0])
@@ -94,6 +95,8 @@ def reference_forward(
                 h, step_gates = gru_cell(layer_input[:, t], h, *weights)
             else:
                 h, c, step_gates = lstm_cell(layer_input[:, t], h, c, *weights)
+                step_gates["c"] = c
+            step_gates["h"] = h
             outputs.append(h)
             trace.append(step_gates)
         layer_input = torch.stack(outputs, dim=1)

@@ -1,4 +1,10 @@
-"""The recurrent stack every model is built on: GRU or LSTM layers on PyTorch's fused kernels."""
+"""The recurrent stack every model is built on: GRU or LSTM layers on fused kernels.
+
+Backends: ``torch`` runs ``nn.GRU`` / ``nn.LSTM`` (cuDNN on a GPU, ATen/oneDNN on a CPU);
+``fused`` runs GRU layers on the CPU through this project's own C++ forward and backward
+(:mod:`seqrnn.nn.fused_gru`); ``auto`` takes ``fused`` for a GRU on a CPU when it is built and
+verified, else ``torch``. Both read the same parameters: checkpoints do not depend on it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,11 @@ import torch
 from torch import nn
 
 from seqrnn.errors import ConfigError, require_choice, require_int
+from seqrnn.nn.fused_gru import extension, run_fused_gru
 
 CELLS = ("gru", "lstm")
 RECURRENT_INITS = ("orthogonal", "default")
+BACKENDS = ("auto", "torch", "fused")
 
 # GRU state: h [layers, B, units]; LSTM state: (h, c), each [layers, B, units].
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -31,6 +39,8 @@ class RecurrentStack(nn.Module):
             weights as an orthogonal matrix (keeps the gradient norm through many steps);
             ``"default"`` keeps PyTorch's uniform init.
         forget_bias: LSTM only: the forget-gate bias, so a fresh LSTM starts by remembering.
+        backend: ``"auto"``, ``"torch"`` or ``"fused"`` (see the module docstring); ``fused``
+            is for GRUs, and falls back to ``torch`` (one warning) where it cannot be built.
 
     Inputs: x, state
         x: ``[B, T, I]``.
@@ -50,9 +60,16 @@ class RecurrentStack(nn.Module):
         dropout: float = 0.0,
         recurrent_init: str = "orthogonal",
         forget_bias: float = 1.0,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.cell = require_choice("cell", cell, CELLS)
+        self.backend = require_choice("backend", backend, BACKENDS)
+        if backend == "fused" and cell != "gru":
+            raise ConfigError(
+                "backend='fused' is not allowed for cell='lstm': the fused kernel is a GRU's "
+                "(the LSTM's oneDNN kernel is already fused); use backend=auto or torch"
+            )
         self.units = require_int("units", units, 1)
         self.layers = require_int("layers", layers, 1)
         self.input_size = require_int("input_size", input_size, 1)
@@ -95,10 +112,26 @@ class RecurrentStack(nn.Module):
         h = weight.new_zeros(self.layers, batch_size, self.units)
         return h if self.cell == "gru" else (h, torch.zeros_like(h))
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ValueError(f"expected x of shape [B, T, {self.input_size}], got {list(x.shape)}")
-        return self.rnn(x, state)
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, input_proj: nn.Linear | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """See the class docstring. ``input_proj``, when given, maps ``x`` ``[B, T, F]`` to the
+        stack's input first; the fused backend folds it into the first layer's input weights
+        (two affine maps in a row are one), so the per-step input work shrinks from ``I`` to
+        ``F`` columns."""
+        width = self.input_size if input_proj is None else input_proj.in_features
+        if x.dim() != 3 or x.shape[-1] != width:
+            raise ValueError(f"expected x of shape [B, T, {width}], got {list(x.shape)}")
+        kernel = self.fused_kernel(x)
+        if kernel is not None:
+            return run_fused_gru(self.rnn, x, state, kernel, input_proj)
+        return self.rnn(x if input_proj is None else input_proj(x), state)
+
+    def fused_kernel(self, x: torch.Tensor):
+        """The compiled fused GRU kernel if this forward runs on it, else None."""
+        if self.cell != "gru" or self.backend == "torch" or x.device.type != "cpu":
+            return None
+        return extension()
 
     def final_states(self, x: torch.Tensor, lengths: torch.Tensor) -> State:
         """The state of each sequence after its own ``lengths[i]`` steps of ``x`` ``[B, T, I]``

@@ -1,0 +1,92 @@
+"""What a trained model does over time.
+
+    python -m experiments.analyze ckpt=outputs/classify/gru-1x128/<stamp> image=7
+    python -m experiments.analyze ckpt=outputs/dirichlet/gru-1x32/<stamp>
+
+For a classifier: heat maps of every layer's states over one test image, and the accuracy and
+confidence of the head read at every step over the test set (when does it know the digit?).
+For a ``task=dirichlet`` predictor: its predictive against the Bayesian posterior predictive,
+KL and cross-entropies on the test sequences and on sequences with a fixed p, and plots.
+Writes analysis.json, figures/*.png and TensorBoard logs into outputs/analyze/<stamp>.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from experiments._cli import prepare_argv, print_study_outputs, user_errors
+
+TASKS = ("classify", "dirichlet")
+
+
+def run(cfg: DictConfig) -> dict:
+    import torch
+    from hydra.utils import instantiate
+
+    from seqrnn.analysis import analyze_classifier, analyze_symbols
+    from seqrnn.checkpoints import load_model, read_checkpoint, resolve_checkpoint
+    from seqrnn.data import DirichletSequenceDataModule
+    from seqrnn.errors import CheckpointError
+
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = resolve_checkpoint(cfg.ckpt)
+    checkpoint = read_checkpoint(path)
+    task = checkpoint["task"]
+    if task not in TASKS:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to task={task}; analyze takes task=classify or "
+            "task=dirichlet (for task=predict: experiments.complete and experiments.inpaint)"
+        )
+    model = load_model(path, task, device)
+    trained_on = checkpoint.get("datamodule_hyper_parameters", {})
+    out_dir = Path(cfg.paths.output_dir)
+    if task == "classify":
+        order = trained_on.get("order", "pixel")
+        threshold = trained_on.get("threshold", cfg.data.threshold)
+        datamodule = instantiate(cfg.data, order=order, threshold=threshold)
+        datamodule.setup()
+        images, labels = datamodule.splits["test"]
+        if cfg.count:
+            images, labels = images[: cfg.count], labels[: cfg.count]
+        report = analyze_classifier(model, images, labels, out_dir, cfg.image, str(path))
+        print_study_outputs(out_dir, report, ["analysis.json"])
+        print(
+            f"  final accuracy {report['final_accuracy']:.4f}, 95% of it from step "
+            f"{report['knows_at_step']} of {images.shape[1]}"
+        )
+    else:
+        # the run's own data settings; the process itself is the model's (one and the same
+        # after training; a checkpoint saved untrained holds no data settings)
+        process = {"alpha": model.hparams.alpha, "period": model.hparams.period}
+        datamodule = DirichletSequenceDataModule(**{**trained_on, **process})
+        datamodule.setup()
+        symbols = datamodule.splits["test"][0]
+        fixed_p = list(cfg.fixed_p) if cfg.fixed_p is not None else None
+        report = analyze_symbols(model, symbols, out_dir, fixed_p, cfg.shown, cfg.seed, str(path))
+        print_study_outputs(out_dir, report, ["analysis.json"])
+        for name, row in report["table"].items():
+            print(
+                f"  {name:<8} KL {row['kl']:.2e}, network CE {row['network_ce']:.4f}, "
+                f"Bayes CE {row['bayes_ce']:.4f} nats/symbol"
+            )
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="analyze")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = [
+        sys.argv[0],
+        *prepare_argv(sys.argv[1:], required={"ckpt": "a task=classify or dirichlet model"}),
+    ]
+    main()

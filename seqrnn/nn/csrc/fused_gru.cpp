@@ -1,0 +1,226 @@
+// A GRU layer for the CPU with its own forward and backward through time, in the shape cuDNN
+// uses: input projections in one GEMM per chunk of steps, one small GEMM per step, the weight
+// gradients in one GEMM per chunk. The gate arithmetic of a step is one loop over batch x units
+// with no temporary tensors, which the compiler vectorizes (glibc's vector exp and tanh).
+//
+// Maths and parameter layout are nn.GRU's (gate blocks r, z, n):
+//   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+//   z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+//   n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+//   h' = (1 - z) * n + z * h
+// Tensors are time-major: x [T, B, I], out [T, B, H].
+//
+// Memory traffic, not arithmetic, bounds a small GRU on a CPU: the forward keeps only the
+// outputs; the backward recomputes the gates from them, a chunk of steps at a time, with two
+// GEMMs that run at full speed (rather than saving 4H numbers per step and reading them back).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t v) {
+  return scalar_t(1) / (scalar_t(1) + std::exp(-v));
+}
+
+// Rows of a step's gate loop each thread takes at least (a parallel region costs microseconds).
+int64_t grain(int64_t units) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(units, 1)); }
+
+// The gates of unit j of one row, from its input part gi [3H] and hidden part gh [3H] of the
+// pre-activations (r, z, n blocks) and b_hh; hn is the hidden part of n, before r scales it.
+template <typename scalar_t>
+struct Gates {
+  scalar_t r, z, hn, n;
+};
+
+template <typename scalar_t>
+inline Gates<scalar_t> gates_at(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
+                                int64_t units, int64_t j) {
+  Gates<scalar_t> a;
+  a.r = sigmoid(gi[j] + gh[j] + b_hh[j]);
+  a.z = sigmoid(gi[units + j] + gh[units + j] + b_hh[units + j]);
+  a.hn = gh[2 * units + j] + b_hh[2 * units + j];
+  a.n = std::tanh(gi[2 * units + j] + a.r * a.hn);
+  return a;
+}
+
+// Forward gates of one step: gi [B, 3H] (input part, b_ih included), gh [B, 3H] (W_hh h, no
+// bias: b_hh [3H] is added here, which saves a copy of it per step) and the previous state
+// h [B, H] -> the new state h_new [B, H].
+template <typename scalar_t>
+void forward_gates(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh, const scalar_t* h,
+                   scalar_t* h_new, int64_t batch, int64_t units) {
+  const int64_t g = 3 * units;
+  at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* gi_b = gi + b * g;
+      const scalar_t* gh_b = gh + b * g;
+      const scalar_t* h_b = h + b * units;
+      scalar_t* out_b = h_new + b * units;
+#pragma omp simd
+      for (int64_t j = 0; j < units; ++j) {
+        const Gates<scalar_t> a = gates_at(gi_b, gh_b, b_hh, units, j);
+        out_b[j] = (scalar_t(1) - a.z) * a.n + a.z * h_b[j];
+      }
+    }
+  });
+}
+
+// Backward gates of one step. The gradient reaching the new state is carried[b, j] (through
+// the next step) + grad_out[b, j] (from above); with the recomputed gi, gh (as in
+// forward_gates) and the previous state, it gives the gradients of the pre-activations, input
+// part dgi and hidden part dgh [B, 3H]; carried is overwritten with the part of the previous
+// state's gradient that skips the weights (dh * z), to which the caller adds dgh W_hh.
+// grad_out rows are go_stride apart (the gradient often arrives as a transposed view of a
+// batch-first tensor: reading it in place saves a copy of the whole sequence).
+template <typename scalar_t>
+void backward_gates(scalar_t* carried, const scalar_t* grad_out, int64_t go_stride,
+                    const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
+                    const scalar_t* h_prev, scalar_t* dgi, scalar_t* dgh, int64_t batch,
+                    int64_t units) {
+  const int64_t g = 3 * units;
+  at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      scalar_t* carried_b = carried + b * units;
+      const scalar_t* go_b = grad_out + b * go_stride;
+      const scalar_t* gi_b = gi + b * g;
+      const scalar_t* gh_b = gh + b * g;
+      const scalar_t* hp_b = h_prev + b * units;
+      scalar_t* dgi_b = dgi + b * g;
+      scalar_t* dgh_b = dgh + b * g;
+#pragma omp simd
+      for (int64_t j = 0; j < units; ++j) {
+        const Gates<scalar_t> a = gates_at(gi_b, gh_b, b_hh, units, j);
+        const scalar_t r = a.r, z = a.z, hn = a.hn, n = a.n;
+        const scalar_t grad = carried_b[j] + go_b[j];
+        const scalar_t dn = grad * (scalar_t(1) - z) * (scalar_t(1) - n * n);
+        const scalar_t dz = grad * (hp_b[j] - n) * z * (scalar_t(1) - z);
+        const scalar_t dr = dn * hn * r * (scalar_t(1) - r);
+        dgi_b[j] = dr;
+        dgi_b[units + j] = dz;
+        dgi_b[2 * units + j] = dn;
+        dgh_b[j] = dr;
+        dgh_b[units + j] = dz;
+        dgh_b[2 * units + j] = dn * r;
+        carried_b[j] = grad * z;
+      }
+    }
+  });
+}
+
+// Steps per chunk: about 4096 rows per chunk GEMM, efficient, and small enough to stay in cache.
+int64_t chunk_steps(int64_t batch, int64_t steps) {
+  return std::max<int64_t>(1, std::min<int64_t>(steps, 4096 / std::max<int64_t>(batch, 1)));
+}
+
+// The states before each step of a chunk, [len * B, H]: h0 and out[c0 .. c0 + len - 2].
+at::Tensor states_before(const at::Tensor& out, const at::Tensor& h0, int64_t c0, int64_t len) {
+  const int64_t batch = out.size(1), units = out.size(2);
+  if (c0 > 0) return out.narrow(0, c0 - 1, len).view({len * batch, units});
+  return at::cat({h0.unsqueeze(0), out.narrow(0, 0, len - 1)}, 0).view({len * batch, units});
+}
+
+}  // namespace
+
+// Forward of one layer: x [T, B, I], h0 [B, H] -> out [T, B, H].
+at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh) {
+  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2, "expected x [T, B, I] and h0 [B, H]");
+  const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
+  const int64_t chunk = chunk_steps(batch, steps);
+  auto xc = x.contiguous();
+  auto out = at::empty({steps, batch, units}, x.options());
+  auto gi = at::empty({chunk, batch, 3 * units}, x.options());
+  auto gh = at::empty({batch, 3 * units}, x.options());
+  auto w_ih_t = w_ih.t();
+  auto w_hh_t = w_hh.t();
+  auto b_hh_c = b_hh.contiguous();
+  at::Tensor h = h0.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
+    for (int64_t c0 = 0; c0 < steps; c0 += chunk) {
+      const int64_t len = std::min(chunk, steps - c0);
+      auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
+      at::addmm_out(gi_rows, b_ih, xc.narrow(0, c0, len).view({len * batch, inputs}), w_ih_t);
+      for (int64_t t = c0; t < c0 + len; ++t) {
+        at::mm_out(gh, h, w_hh_t);
+        at::Tensor h_new = out[t];
+        forward_gates<scalar_t>(gi[t - c0].data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(),
+                                b_hh_c.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                                h_new.data_ptr<scalar_t>(), batch, units);
+        h = h_new;
+      }
+    }
+  });
+  return out;
+}
+
+// Backward of one layer. grad_out [T, B, H] reaches every output, grad_h [B, H] the final
+// state. Returns {dx [T, B, I], dh0 [B, H], dw_ih, dw_hh, db_ih, db_hh}.
+std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
+                                     const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& out, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                     const at::Tensor& b_hh) {
+  const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
+  const int64_t chunk = chunk_steps(batch, steps);
+  auto opts = x.options();
+  auto xc = x.contiguous();
+  auto h0c = h0.contiguous();
+  // Rows of units must be contiguous; batch and time strides may be anything.
+  auto grad_out_c = grad_out.stride(2) == 1 ? grad_out : grad_out.contiguous();
+  auto gi = at::empty({chunk, batch, 3 * units}, opts);
+  auto gh = at::empty({chunk, batch, 3 * units}, opts);
+  auto dgi = at::empty({chunk, batch, 3 * units}, opts);
+  auto dgh = at::empty({chunk, batch, 3 * units}, opts);
+  auto b_hh_c = b_hh.contiguous();
+  auto carried = grad_h.contiguous().clone();  // the gradient reaching the state after step t
+  auto dx = at::empty({steps, batch, inputs}, opts);
+  auto dw_ih = at::zeros_like(w_ih);
+  auto dw_hh = at::zeros_like(w_hh);
+  auto db_ih = at::zeros({3 * units}, opts);
+  auto db_hh = at::zeros({3 * units}, opts);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
+    const int64_t last_start = ((steps - 1) / chunk) * chunk;
+    for (int64_t c0 = last_start; c0 >= 0; c0 -= chunk) {
+      const int64_t len = std::min(chunk, steps - c0);
+      auto x_rows = xc.narrow(0, c0, len).view({len * batch, inputs});
+      auto h_prev_rows = states_before(out, h0c, c0, len);
+      // Recompute this chunk's pre-activations: two GEMMs over all its steps.
+      auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
+      auto gh_rows = gh.narrow(0, 0, len).view({len * batch, 3 * units});
+      at::addmm_out(gi_rows, b_ih, x_rows, w_ih.t());
+      at::mm_out(gh_rows, h_prev_rows, w_hh.t());
+      for (int64_t t = c0 + len - 1; t >= c0; --t) {
+        const int64_t k = t - c0;
+        backward_gates<scalar_t>(
+            carried.data_ptr<scalar_t>(), grad_out_c[t].data_ptr<scalar_t>(),
+            grad_out_c.stride(1),
+            gi[k].data_ptr<scalar_t>(), gh[k].data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(),
+            h_prev_rows.data_ptr<scalar_t>() + k * batch * units, dgi[k].data_ptr<scalar_t>(),
+            dgh[k].data_ptr<scalar_t>(), batch, units);
+        // Through the recurrent weights: carried += dgh [B, 3H] x W_hh [3H, H].
+        carried.addmm_(dgh[k], w_hh);
+      }
+      // This chunk's share of the weight gradients, and its input gradient.
+      auto dgi_rows = dgi.narrow(0, 0, len).view({len * batch, 3 * units});
+      auto dgh_rows = dgh.narrow(0, 0, len).view({len * batch, 3 * units});
+      dw_hh.addmm_(dgh_rows.t(), h_prev_rows);
+      dw_ih.addmm_(dgi_rows.t(), x_rows);
+      db_hh.add_(dgh_rows.sum(0));
+      db_ih.add_(dgi_rows.sum(0));
+      auto dx_rows = dx.narrow(0, c0, len).view({len * batch, inputs});
+      at::mm_out(dx_rows, dgi_rows, w_ih);
+    }
+  });
+  return {dx, carried, dw_ih, dw_hh, db_ih, db_hh};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &gru_forward, "GRU layer forward through time (CPU)");
+  m.def("backward", &gru_backward, "GRU layer backward through time (CPU)");
+}
