@@ -198,7 +198,7 @@ def test_logged_kl_and_bayes_loss_equal_direct_computation():
     ce = -sum(float(torch.log(q[b, t, symbols[b, t]])) for b in range(8) for t in range(18))
     bayes_ce = -sum(float(torch.log(p[b, t, symbols[b, t]])) for b in range(8) for t in range(18))
     assert float(logged["kl"]) == pytest.approx(kl, rel=1e-4)
-    assert float(loss) == pytest.approx(ce / (8 * 18), rel=1e-4)
+    assert loss.item() == pytest.approx(ce / (8 * 18), rel=1e-4)
     assert float(logged["bayes_loss"]) == pytest.approx(bayes_ce / (8 * 18), rel=1e-6)
     assert kl > 0  # an untrained network is not the Bayes predictive
 
