@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
+from seqrnn.data.dirichlet import describe
+
 REFERENCE_SIZES = ("1x32", "1x64", "1x128", "3x32")
 # (results key, row title, format); accuracies only where a task has them.
 ROWS = (
@@ -29,7 +31,7 @@ ROWS = (
     ("train_loss", "train loss", "{:.4f}"),
     ("test_acc", "test accuracy", "{:.4f}"),
     ("train_acc", "train accuracy", "{:.4f}"),
-    ("test_kl", "test KL from Bayes", "{:.4f}"),
+    ("test_kl", "test KL from Bayes", "{:.2e}"),
     ("test_bayes_loss", "Bayes test loss", "{:.4f}"),
     ("epochs", "epochs", "{:.0f}"),
     ("wall_seconds", "wall time (s)", "{:.0f}"),
@@ -83,8 +85,7 @@ def _read_run(path: Path) -> Run | None:
 def _data_label(data: dict[str, Any]) -> str:
     """A run's data, described from its config (for runs that wrote no results)."""
     if "period" in data:
-        alpha = ",".join(f"{a:g}" for a in data.get("alpha", []))
-        return f"T={data['period']}, alpha=({alpha})"
+        return describe(data.get("alpha", []), data["period"], data.get("fixed_p"))
     return f"{data.get('order', 'pixel')} order"
 
 
@@ -176,8 +177,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
         "",
         f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
         "Losses in nats: per example (classify), per pixel (predict), per symbol (dirichlet). "
-        "Several runs of one "
-        "configuration: mean ± standard deviation (n).",
+        "Several runs of one configuration: mean ± standard deviation (n).",
     ]
     written = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
     csv_rows = []

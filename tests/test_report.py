@@ -85,3 +85,21 @@ def test_report_command_names_a_missing_folder(tmp_path, capsys):
         main([str(tmp_path / "nothing")])
     assert exit_info.value.code == 2
     assert "nothing is not a folder" in capsys.readouterr().err
+
+
+def test_symbol_runs_are_tabled_by_their_process(tmp_path):
+    done = fake_run(tmp_path, "s", task="dirichlet", results={"test_loss": 0.5, "test_kl": 2e-4})
+    results = json.loads((done / "results.json").read_text())
+    results.update(order="symbols", data="T=5, alpha=(10,1,1)")
+    (done / "results.json").write_text(json.dumps(results))
+    # a stopped run of the same process has only its config to say what its data were
+    stopped = fake_run(tmp_path, "t", task="dirichlet", size=(1, 64), last=True)
+    config = yaml.safe_load((stopped / ".hydra" / "config.yaml").read_text())
+    config["data"] = {"alpha": [10.0, 1.0, 1.0], "period": 5, "fixed_p": None}
+    (stopped / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    assert list(tables(find_runs(tmp_path))) == [("dirichlet", "gru", "T=5, alpha=(10,1,1)")]
+    report = write_report(tmp_path)["markdown"].read_text()
+    assert "| test KL from Bayes | 2.00e-04 | 1 incomplete |" in report
+    assert "accuracy" not in report
+    assert (tmp_path / "curves_dirichlet_gru_T_5_alpha_10_1_1.png").is_file()

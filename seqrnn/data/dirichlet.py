@@ -32,6 +32,12 @@ def check_alpha(alpha: Sequence[float]) -> torch.Tensor:
     return alpha
 
 
+def describe(alpha: Sequence[float], period: int, fixed_p: Sequence[float] | None = None) -> str:
+    """What reports call these data, e.g. ``T=5, alpha=(10,1,1)``."""
+    text = f"T={period}, alpha=(" + ",".join(f"{a:g}" for a in alpha) + ")"
+    return text if fixed_p is None else text + ", test p fixed"
+
+
 def generate(
     count: int,
     alpha: Sequence[float],
@@ -141,9 +147,7 @@ class DirichletSequenceDataModule(L.LightningDataModule):
 
     @property
     def description(self) -> str:
-        alpha = ",".join(f"{a:g}" for a in self.alpha)
-        fixed = "" if self.fixed_p is None else ", test p fixed"
-        return f"T={self.period}, alpha=({alpha}){fixed}"
+        return describe(self.alpha, self.period, self.fixed_p)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
