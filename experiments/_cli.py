@@ -78,16 +78,22 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     Hydra would say so too, but over a dozen lines with its search path; this names the bad
     value and the options in one. Sweeps (``cell=gru,foo``) are checked value by value.
     """
+    from hydra.core.override_parser.types import Glob
+
     for token, override in _overrides(argv):
         group = override.key_or_group
         folder = conf_dir / group
         if group.startswith("hydra") or override.is_delete() or not folder.is_dir():
             continue
-        if override.is_sweep_override():
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        if isinstance(override.value(), Glob):  # glob(bayes_*): each option it matches
+            values = override.value().filter(options)
+            if not values:
+                fail(f"'{token}' matches no {group}; choose from: {', '.join(options)}")
+        elif override.is_sweep_override():
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
         for value in values:
             if value != "null" and value not in options:
                 fail(

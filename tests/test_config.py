@@ -128,6 +128,7 @@ def test_run_dirs_name_task_cell_size_and_carry_microseconds(tmp_path):
         ["cell=lstm", "size=3x32", "task=classify"],
         ["cell=gru,lstm", "size=1x32,3x32", "trainer.max_epochs=3"],
         ["debug=fast", "units=64", "~callbacks.early_stopping"],
+        ["+experiment=glob(bayes_*)", "cell=lstm"],
     ],
 )
 def test_good_group_choices_pass(argv):
@@ -141,6 +142,7 @@ def test_good_group_choices_pass(argv):
         (["task=foo"], "task=foo is not a known task (in 'task=foo'); choose one of: classify"),
         (["cell=gru,rnn"], "cell=rnn is not a known cell (in 'cell=gru,rnn')"),
         (["size=2x7"], "size=2x7 is not a known size (in 'size=2x7'); choose one of: 1x128, 1x32"),
+        (["+experiment=glob(bays_*)"], "'+experiment=glob(bays_*)' matches no experiment"),
     ],
 )
 def test_unknown_group_choices_fail_in_one_line(argv, message, capsys):
