@@ -12,90 +12,13 @@ them to :func:`seqrnn.training.train_and_evaluate`.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import prepare_argv, quiet_lightning, user_errors
-
-
-def build_and_train(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate every part of ``cfg`` and run :func:`seqrnn.training.train_and_evaluate`."""
-    import lightning as L
-    import torch
-    from hydra.utils import instantiate
-
-    from seqrnn.models import check_task_data
-    from seqrnn.training import LAST_CHECKPOINT, RESULTS_FILE, train_and_evaluate
-
-    run_dir = Path(cfg.paths.output_dir)
-    if cfg.skip_done and (run_dir / RESULTS_FILE).is_file():
-        # A re-launched sweep: this job finished before.
-        print(f"done before: {run_dir / RESULTS_FILE} (skip_done=false runs it again)")
-        return json.loads((run_dir / RESULTS_FILE).read_text())
-    # A dir with a last.ckpt is a run that was stopped: go on from there.
-    last = run_dir / LAST_CHECKPOINT
-    threads = cfg.threads or threads_per_job()
-    if threads:
-        torch.set_num_threads(threads)
-    quiet_lightning()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    check_task_data(cfg.task, datamodule)
-    # The data decides the model's input width (1 per pixel, 28 per row), so read it first.
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = instantiate(cfg.model, in_features=datamodule.features)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    results = train_and_evaluate(
-        model,
-        datamodule,
-        trainer,
-        run_dir,
-        resume_from=last if last.is_file() else None,
-        extra_hparams={"seed": cfg.seed},
-    )
-    if trainer.is_global_zero:
-        print_outputs(run_dir, results)
-    return results
-
-
-def threads_per_job() -> int | None:
-    """Torch threads for each job when the launcher runs several at once (e.g.
-    ``hydra/launcher=parallel``): the cores shared out, so that jobs do not oversubscribe them.
-    None when jobs run one at a time."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    n_jobs = HydraConfig.get().launcher.get("n_jobs")
-    cores = os.cpu_count() or 1
-    if n_jobs is None or n_jobs == 1:
-        return None
-    return max(1, cores // (cores if n_jobs < 0 else n_jobs))
-
-
-def print_outputs(run_dir: Path, results: dict[str, Any]) -> None:
-    """Tell the user where everything went and the headline numbers."""
-    scores = ", ".join(
-        f"{key} {results[key]:.4f}" for key in ("test_loss", "test_acc") if key in results
-    )
-    lines = [
-        f"run dir:     {run_dir}",
-        f"results:     {run_dir / 'results.json'}  ({scores}, {results['epochs']} epochs, "
-        f"{results['wall_seconds']:.0f} s)",
-        f"checkpoint:  {run_dir / results['checkpoint'] if results['checkpoint'] else 'none kept'}",
-    ]
-    if (run_dir / "tensorboard").is_dir():
-        lines.append(f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}")
-    print("\n".join(lines), flush=True)
+from experiments._cli import prepare_argv, user_errors
+from experiments._runs import build_and_train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

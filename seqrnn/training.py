@@ -19,6 +19,7 @@ from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from seqrnn.checkpoints import check_resumable
 from seqrnn.data import EVAL_SPLITS
+from seqrnn.milestones import Milestones
 from seqrnn.models import SequenceModel
 
 RESULTS_FILE = "results.json"
@@ -87,8 +88,10 @@ def train_and_evaluate(
         resume_from = check_resumable(resume_from, model)
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    # Read before testing: restoring the best checkpoint for the test also restores the Timer.
+    # Read before testing: restoring the best checkpoint for the test also restores the Timer
+    # and the Milestones to that epoch.
     train_seconds = _training_seconds(trainer, fallback=time.perf_counter() - started)
+    milestones = _milestones(trainer)
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
@@ -115,6 +118,8 @@ def train_and_evaluate(
             if key.startswith(f"final/{split}_"):
                 results[key.removeprefix("final/")] = value
     results["evaluated"] = _evaluated_examples(trainer)
+    if milestones is not None:
+        results["milestones"] = milestones
 
     if not trainer.is_global_zero:  # data-parallel: one process writes
         return results
@@ -150,6 +155,14 @@ def _training_seconds(trainer: L.Trainer, fallback: float) -> float:
     """Training time over all sessions of a resumed run (the Timer keeps it in checkpoints)."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     return timer.time_elapsed("train") if timer is not None else fallback
+
+
+def _milestones(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The crossings the :class:`Milestones` callback recorded (a copy), None without one."""
+    callback = next((c for c in trainer.callbacks if isinstance(c, Milestones)), None)
+    if callback is None or callback.spec is None:
+        return None
+    return {key: None if at is None else dict(at) for key, at in callback.reached.items()}
 
 
 def _evaluated_examples(trainer: L.Trainer) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """The classifier LightningModule: shapes, gradients, optimizers, checkpoints."""
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,9 +87,32 @@ def test_lr_schedules(schedule, kind):
     assert config["lr_scheduler"]["monitor"] == "val/loss"
 
 
+def test_onecycle_warms_up_then_anneals_per_step(tiny_mnist):
+    from conftest import quiet_trainer, tiny_rows
+
+    rates = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    model = small(in_features=28, lr=0.01, lr_schedule="onecycle", lr_warmup=0.25)
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=1)
+    trainer.callbacks.append(Record())
+    trainer.fit(model, datamodule=tiny_rows(tiny_mnist))
+    assert len(rates) == 8  # one rate per step: 2 epochs x 4 batches
+    peak = rates.index(max(rates))
+    # the warm-up is 25% of the 8 steps: the rate peaks at the start of step 2 (index 1)
+    assert peak == 1 and max(rates) == pytest.approx(0.01)
+    assert rates[0] == pytest.approx(0.01 / 25)
+    assert all(a < b for a, b in zip(rates[:peak], rates[1 : peak + 1], strict=True))
+    assert all(a > b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"lr_warmup": 1.0}, r"lr_warmup=1.0 is not allowed; it must be in \(0, 1\)"),
         ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is not allowed; choose one of: adam, sgd"),
         ({"lr_schedule": "linear"}, "lr_schedule='linear' is not allowed"),
         ({"lr": 0.0}, "lr=0.0 is not allowed; it must be > 0"),

@@ -1,5 +1,7 @@
 """The fused GRU/LSTM stack against the reference cells written from the gate equations."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -136,3 +138,31 @@ def test_bad_settings_are_named(kwargs, message):
 def test_wrong_input_width_is_named():
     with pytest.raises(ValueError, match=r"expected x of shape \[B, T, 5\], got \[2, 3, 4\]"):
         RecurrentStack("gru", IN, H)(torch.zeros(2, 3, 4))
+
+
+@pytest.mark.parametrize(("cell", "keep"), [("gru", 1), ("lstm", 1)])
+def test_chrono_init_spreads_the_keep_gate_biases_over_log_spans(cell, keep):
+    torch.manual_seed(0)
+    steps = 784
+    stack = RecurrentStack(cell, IN, 256, layers=2, gate_bias_init="chrono", chrono_steps=steps)
+    for layer in range(2):
+        b_ih = getattr(stack.rnn, f"bias_ih_l{layer}").detach().chunk(stack.gates)
+        b_hh = getattr(stack.rnn, f"bias_hh_l{layer}").detach().chunk(stack.gates)
+        bias = b_ih[keep] + b_hh[keep]
+        # log(u), u ~ U(1, steps - 1): inside [0, log(steps - 1)] and spread over it
+        assert bias.min() >= 0 and bias.max() <= math.log(steps - 1)
+        assert bias.max() - bias.min() > 0.5 * math.log(steps - 1)
+        # a unit with bias b keeps ~(1 - sigmoid(-b)) of its state: spans from 1 to ~steps
+        spans = 1 / torch.sigmoid(-bias)
+        assert spans.max() > steps / 2 and spans.min() < steps / 10
+        if cell == "lstm":  # the input gate mirrors the forget gate
+            torch.testing.assert_close(b_ih[0] + b_hh[0], -bias)
+        else:  # the reset gate and the candidate keep PyTorch's init
+            assert b_hh[0].abs().max() <= 1 / math.sqrt(256)
+    constant = RecurrentStack(cell, IN, 256, gate_bias_init="constant").rnn.bias_ih_l0.detach()
+    assert constant.abs().max() <= max(1.0, 1 / math.sqrt(256))
+
+
+def test_unknown_gate_bias_init_is_named():
+    with pytest.raises(ConfigError, match="gate_bias_init='zero' is not allowed"):
+        RecurrentStack("gru", IN, H, gate_bias_init="zero")

@@ -29,6 +29,7 @@ RESULT_KEYS = {
     "val_acc",
     "test_acc",
     "evaluated",
+    "milestones",
 }
 
 

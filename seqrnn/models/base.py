@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import lightning as L
@@ -14,8 +15,25 @@ from seqrnn.errors import ConfigError, require_choice, require_int
 from seqrnn.nn import RecurrentStack
 from seqrnn.nn.batchnorm import refresh_batchnorm_statistics
 
+
+@dataclass(frozen=True)
+class MilestoneSpec:
+    """Which metric a task's milestones watch, which way is better, and the thresholds."""
+
+    metric: str  # a logged validation metric, e.g. "val/acc"
+    mode: str  # "max": reached when metric >= threshold; "min": when metric <= threshold
+    thresholds: tuple[float, ...]
+
+    def key(self, threshold: float) -> str:
+        """The name of one milestone in ``results.json``, e.g. ``"val/acc>=0.98"``."""
+        return f"{self.metric}{'>=' if self.mode == 'max' else '<='}{threshold:g}"
+
+    def reached(self, value: float, threshold: float) -> bool:
+        return value >= threshold if self.mode == "max" else value <= threshold
+
+
 OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("none", "cosine", "step", "plateau")
+LR_SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
 
 
 class SequenceModel(L.LightningModule):
@@ -29,13 +47,15 @@ class SequenceModel(L.LightningModule):
 
     Args:
         in_features: inputs per step F (1 for pixels, 28 for rows).
-        cell, units, layers, dropout, recurrent_init, forget_bias: the stack's; see
-            :class:`~seqrnn.nn.RecurrentStack`.
+        cell, units, layers, dropout, recurrent_init, forget_bias, gate_bias_init,
+            chrono_steps: the stack's; see :class:`~seqrnn.nn.RecurrentStack`.
         optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``, Nesterov when momentum > 0).
         lr, weight_decay: the optimizer's.
         lr_schedule: ``"none"``, ``"cosine"`` (to 0 over ``max_epochs``), ``"step"`` (times
             ``lr_gamma`` every ``lr_step_epochs``) or ``"plateau"`` (times ``lr_gamma`` when
-            ``val/loss`` stalls for ``lr_step_epochs``).
+            ``val/loss`` stalls for ``lr_step_epochs``) or ``"onecycle"`` (per step: a linear
+            warm-up from ``lr / 25`` to ``lr`` over the first ``lr_warmup`` of the run's steps,
+            then a cosine down to ~0 at ``max_epochs``).
         bn_refresh_batches: before each validation, recompute BatchNorm statistics over this
             many training batches (see :mod:`seqrnn.nn.batchnorm`); 0 keeps the running ones.
         backend: the stack's kernels, ``"auto"``, ``"torch"`` or ``"fused"`` (see
@@ -45,6 +65,8 @@ class SequenceModel(L.LightningModule):
     task: ClassVar[str] = ""
     # the data family it reads (the DataModule's ``family``): "mnist" or "dirichlet"
     data_family: ClassVar[str] = "mnist"
+    # what seqrnn.milestones.Milestones records for it (None: nothing)
+    milestones: ClassVar[MilestoneSpec | None] = None
 
     def __init__(
         self,
@@ -64,6 +86,9 @@ class SequenceModel(L.LightningModule):
         lr_gamma: float = 0.5,
         bn_refresh_batches: int = 20,
         backend: str = "auto",
+        gate_bias_init: str = "constant",
+        chrono_steps: int = 784,
+        lr_warmup: float = 0.1,
     ) -> None:
         super().__init__()
         # Collects the arguments of this __init__ and of the subclass's that called it.
@@ -72,9 +97,20 @@ class SequenceModel(L.LightningModule):
         require_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         if not lr > 0:
             raise ConfigError(f"lr={lr!r} is not allowed; it must be > 0")
+        if not 0.0 < lr_warmup < 1.0:
+            raise ConfigError(f"lr_warmup={lr_warmup!r} is not allowed; it must be in (0, 1)")
         # The stack checks cell, units and layers; build it before anything sized by them.
         self.stack = RecurrentStack(
-            cell, units, units, layers, dropout, recurrent_init, forget_bias, backend
+            cell=cell,
+            input_size=units,
+            units=units,
+            layers=layers,
+            dropout=dropout,
+            recurrent_init=recurrent_init,
+            forget_bias=forget_bias,
+            backend=backend,
+            gate_bias_init=gate_bias_init,
+            chrono_steps=chrono_steps,
         )
         self.input_proj = nn.Linear(require_int("in_features", in_features, 1), units)
 
@@ -138,6 +174,18 @@ class SequenceModel(L.LightningModule):
             )
         if hp.lr_schedule == "none":
             return optimizer
+        if hp.lr_schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=hp.lr,
+                total_steps=max(2, int(self.trainer.estimated_stepping_batches)),
+                pct_start=hp.lr_warmup,
+                anneal_strategy="cos",
+                cycle_momentum=False,  # Adam's betas stay as they are
+                three_phase=False,
+            )
+            schedule = {"scheduler": scheduler, "interval": "step"}
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
         if hp.lr_schedule == "cosine":
             epochs = max(1, self.trainer.max_epochs or 1)
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)

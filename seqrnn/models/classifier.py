@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from seqrnn.models.base import SequenceModel
+from seqrnn.models.base import MilestoneSpec, SequenceModel
 from seqrnn.nn import MLPHead
 
 
@@ -28,6 +28,7 @@ class SequenceClassifier(SequenceModel):
     """
 
     task = "classify"
+    milestones = MilestoneSpec("val/acc", "max", (0.90, 0.95, 0.97, 0.98, 0.99))
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from seqrnn.nn.fused_gru import extension, run_fused_gru
 
 CELLS = ("gru", "lstm")
 RECURRENT_INITS = ("orthogonal", "default")
+GATE_BIAS_INITS = ("constant", "chrono")
 BACKENDS = ("auto", "torch", "fused")
 
 # GRU state: h [layers, B, units]; LSTM state: (h, c), each [layers, B, units].
@@ -38,7 +39,15 @@ class RecurrentStack(nn.Module):
         recurrent_init: ``"orthogonal"`` draws each gate's ``[H, H]`` block of the recurrent
             weights as an orthogonal matrix (keeps the gradient norm through many steps);
             ``"default"`` keeps PyTorch's uniform init.
-        forget_bias: LSTM only: the forget-gate bias, so a fresh LSTM starts by remembering.
+        forget_bias: LSTM only: the forget-gate bias, so a fresh LSTM starts by remembering
+            (with ``gate_bias_init="constant"``).
+        gate_bias_init: ``"constant"``: PyTorch's biases (plus ``forget_bias`` for an LSTM);
+            ``"chrono"`` (Tallec & Ollivier, 2018): the bias of the gate that keeps the old state
+            (the GRU's update gate z, the LSTM's forget gate f) is drawn per unit as
+            ``log(u)``, ``u ~ U(1, chrono_steps - 1)`` (the LSTM's input gate gets minus that),
+            so units start with memory spans spread up to ``chrono_steps`` steps.
+        chrono_steps: the longest span ``"chrono"`` aims at (the sequence length, 784 for
+            pixels).
         backend: ``"auto"``, ``"torch"`` or ``"fused"`` (see the module docstring); ``fused``
             is for GRUs, and falls back to ``torch`` (one warning) where it cannot be built.
 
@@ -61,6 +70,8 @@ class RecurrentStack(nn.Module):
         recurrent_init: str = "orthogonal",
         forget_bias: float = 1.0,
         backend: str = "auto",
+        gate_bias_init: str = "constant",
+        chrono_steps: int = 784,
     ) -> None:
         super().__init__()
         self.cell = require_choice("cell", cell, CELLS)
@@ -77,6 +88,8 @@ class RecurrentStack(nn.Module):
             raise ConfigError(f"dropout={dropout!r} is not allowed; it must be in [0, 1)")
         self.recurrent_init = require_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
         self.forget_bias = forget_bias
+        self.gate_bias_init = require_choice("gate_bias_init", gate_bias_init, GATE_BIAS_INITS)
+        self.chrono_steps = require_int("chrono_steps", chrono_steps, 3)
         rnn_class = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn_class(
             input_size,
@@ -99,12 +112,24 @@ class RecurrentStack(nn.Module):
                 if self.recurrent_init == "orthogonal":
                     for block in getattr(self.rnn, f"weight_hh_l{layer}").chunk(self.gates, dim=0):
                         nn.init.orthogonal_(block)
-                if self.cell == "lstm":
-                    # The two biases add up; put the whole forget bias in one of them.
-                    b_ih = getattr(self.rnn, f"bias_ih_l{layer}").chunk(4)[1]
-                    b_hh = getattr(self.rnn, f"bias_hh_l{layer}").chunk(4)[1]
-                    b_ih.fill_(self.forget_bias)
-                    b_hh.zero_()
+                self._init_gate_biases(layer)
+
+    def _init_gate_biases(self, layer: int) -> None:
+        # The input and recurrent biases add up: set the sum in b_ih and zero b_hh's block.
+        b_ih = getattr(self.rnn, f"bias_ih_l{layer}").chunk(self.gates)
+        b_hh = getattr(self.rnn, f"bias_hh_l{layer}").chunk(self.gates)
+        # the gate that keeps the old state: GRU blocks (r, z, n) -> z; LSTM (i, f, g, o) -> f
+        keep = 1
+        if self.gate_bias_init == "chrono":
+            spans = torch.empty(self.units).uniform_(1.0, self.chrono_steps - 1)
+            b_ih[keep].copy_(spans.log())
+            b_hh[keep].zero_()
+            if self.cell == "lstm":  # input gate opposite to the forget gate
+                b_ih[0].copy_(-spans.log())
+                b_hh[0].zero_()
+        elif self.cell == "lstm":
+            b_ih[keep].fill_(self.forget_bias)
+            b_hh[keep].zero_()
 
     def initial_state(self, batch_size: int) -> State:
         """Zero state for ``batch_size`` sequences, on the stack's device."""

@@ -1,0 +1,162 @@
+"""Search for a fast training recipe with Optuna.
+
+    python -m experiments.search search=classify              # conf/search/classify.yaml
+    python -m experiments.search search=predict timeout=5400  # start no trial after 90 min
+    python -m experiments.search search=classify trials=40    # go on with a bigger budget
+
+Every trial is one ``experiments.train`` run (composed from conf/train.yaml with the preset's
+``train`` overrides and the values the trial drew) in ``outputs/search/<name>/trial_<n>/``;
+trials that fall behind the median after an epoch are pruned. The study is kept in
+``outputs/search/<name>/study.db`` (SQLite), so the same command resumes it after a kill;
+``trials.csv`` lists every trial and ``best.yaml`` holds the best one's overrides.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from experiments._cli import fail, prepare_argv, user_errors
+
+STUDY_FILE = "study.db"
+WORKER_KEY = "+search_worker"  # set on the extra worker processes a search starts
+
+
+def override_text(value: Any) -> str:
+    """A sampled value as Hydra override text (``true``, ``0.0031``, ``onecycle``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def trial_overrides(cfg: DictConfig, params: dict[str, Any], trial_dir: Path, threads: int):
+    """The experiments.train overrides of one trial, in the order they apply."""
+    return [
+        *cfg.search.train,
+        *(f"{name}={override_text(value)}" for name, value in params.items()),
+        f"seed={cfg.seed}",
+        f"threads={threads}",
+        f"paths.output_dir={trial_dir}",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false",
+    ]
+
+
+def write_trials(study, path: Path) -> None:
+    from seqrnn.search import trial_rows
+
+    rows = trial_rows(study)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def start_workers(count: int) -> list[subprocess.Popen]:
+    """``count`` more processes of this same command, each running trials of the same study."""
+    argv = [a for a in sys.argv[1:] if not a.startswith(("workers=", WORKER_KEY))]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "experiments.search", *argv, "workers=1", f"{WORKER_KEY}={i}"]
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+def run(cfg: DictConfig) -> None:
+    from hydra import compose
+
+    from experiments._runs import build_and_train
+    from seqrnn.search import PruneOnValidation, counted_trials, open_study, suggest
+
+    search = cfg.search
+    study_dir = Path(cfg.paths.output_dir)
+    study = open_study(
+        study_dir / STUDY_FILE,
+        search.name,
+        search.direction,
+        seed=cfg.seed + int(cfg.get("search_worker", 0)),  # workers draw different trials
+        startup_trials=search.startup_trials,
+        warmup_epochs=search.warmup_epochs,
+    )
+    workers = int(cfg.workers)
+    if workers < 1:
+        fail(f"workers={workers} is not allowed; it must be >= 1")
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
+    space = OmegaConf.to_container(search.space, resolve=True)
+
+    def objective(trial) -> float:
+        params = suggest(trial, space)
+        trial_dir = study_dir / f"trial_{trial.number:03d}"
+        overrides = trial_overrides(cfg, params, trial_dir, threads)
+        train_cfg = compose(config_name="train", overrides=overrides)
+        # Like a Hydra run dir: the composed config and overrides, for reports and resume=.
+        (trial_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(train_cfg, trial_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(overrides), trial_dir / ".hydra" / "overrides.yaml")
+        trial.set_user_attr("run_dir", str(trial_dir))
+        try:
+            results = build_and_train(
+                train_cfg, extra_callbacks=[PruneOnValidation(trial, search.monitor)]
+            )
+        finally:
+            write_trials(study, study_dir / "trials.csv")
+        for key in ("epochs", "wall_seconds", "test_acc", "test_loss"):
+            if key in results:
+                trial.set_user_attr(key, results[key])
+        trial.set_user_attr("milestones", results.get("milestones"))
+        return float(results[search.metric])
+
+    def stop_when_done(study, trial) -> None:
+        write_trials(study, study_dir / "trials.csv")
+        if counted_trials(study) >= cfg.trials:
+            study.stop()
+
+    helpers = start_workers(workers - 1) if workers > 1 else []
+    if counted_trials(study) < cfg.trials:
+        study.optimize(objective, timeout=cfg.timeout, callbacks=[stop_when_done])
+    for helper in helpers:
+        helper.wait()
+    write_trials(study, study_dir / "trials.csv")
+    if "search_worker" in cfg:
+        return
+    report_best(study, cfg, study_dir)
+
+
+def report_best(study, cfg: DictConfig, study_dir: Path) -> None:
+    """Print the best trial and write its overrides to ``best.yaml``."""
+    from seqrnn.search import counted_trials
+
+    print(f"study:  {study_dir / STUDY_FILE}  ({counted_trials(study)} trials finished)")
+    print(f"trials: {study_dir / 'trials.csv'}")
+    completed = [t for t in study.trials if t.value is not None]
+    if not completed:
+        print("no trial completed yet")
+        return
+    best = study.best_trial
+    overrides = [*cfg.search.train, *(f"{k}={override_text(v)}" for k, v in best.params.items())]
+    OmegaConf.save(OmegaConf.create(overrides), study_dir / "best.yaml")
+    print(f"best:   trial {best.number}, {cfg.search.metric} {best.value:.4f}")
+    print(f"        {' '.join(overrides)}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="search")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+    main()

@@ -1,0 +1,138 @@
+"""Recipe search with Optuna: a study kept in SQLite, trials drawn from a declared space, and
+trials that fall behind pruned after each epoch.
+
+Plain objects in and out; ``experiments.search`` composes one training config per trial.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+from lightning.pytorch.callbacks import Callback
+
+from seqrnn.errors import ConfigError
+
+DIRECTIONS = ("maximize", "minimize")
+# Trials that count towards a search's number of trials (failed ones are retried instead).
+COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One value per setting of ``space``, drawn by ``trial``.
+
+    Each entry is ``{choices: [...]}`` (categorical) or ``{low, high}`` with optional ``log``
+    (a float, or an int when ``low`` and ``high`` are both ints and ``int: true``).
+
+    Raises:
+        ConfigError: an entry that is neither.
+    """
+    values = {}
+    for name, spec in space.items():
+        spec = dict(spec)
+        if "choices" in spec:
+            values[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        elif "low" in spec and "high" in spec:
+            low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+            if spec.get("int", False):
+                values[name] = trial.suggest_int(name, int(low), int(high), log=log)
+            else:
+                values[name] = trial.suggest_float(name, float(low), float(high), log=log)
+        else:
+            raise ConfigError(
+                f"search space entry {name}={spec} is not allowed; give {{choices: [...]}} or "
+                "{low: ..., high: ..., log: true|false}"
+            )
+    return values
+
+
+def open_study(
+    storage: str | Path,
+    name: str,
+    direction: str,
+    seed: int = 0,
+    startup_trials: int = 4,
+    warmup_epochs: int = 2,
+) -> optuna.Study:
+    """The study ``name`` in the SQLite file ``storage``, created or reopened.
+
+    Sampler: TPE seeded with ``seed``. Pruner: median (a trial stops when its value after an
+    epoch is worse than the median of earlier trials' values at that epoch), silent for the
+    first ``startup_trials`` trials and the first ``warmup_epochs`` epochs of each trial. A
+    trial whose process died (no heartbeat for two minutes) is marked failed and run again once.
+    """
+    if direction not in DIRECTIONS:
+        raise ConfigError(
+            f"direction={direction!r} is not allowed; choose {' or '.join(DIRECTIONS)}"
+        )
+    storage = Path(storage)
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since v2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(
+            f"sqlite:///{storage.resolve()}",
+            heartbeat_interval=30,
+            grace_period=120,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+    return optuna.create_study(
+        storage=rdb,
+        study_name=name,
+        direction=direction,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs
+        ),
+        load_if_exists=True,
+    )
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that finished, completed or pruned."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+class PruneOnValidation(Callback):
+    """Report ``monitor`` to ``trial`` after every validation (step = epochs completed) and stop
+    the run with :class:`optuna.TrialPruned` when the study's pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        epoch = trainer.current_epoch + 1
+        self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.monitor}={value:.4f}")
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat row per trial: number, state, value, seconds, epochs reached, and its params."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        seconds = (
+            (trial.datetime_complete - trial.datetime_start).total_seconds()
+            if trial.datetime_complete and trial.datetime_start
+            else None
+        )
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": trial.state.name.lower(),
+                "value": trial.value,
+                "seconds": None if seconds is None else round(seconds),
+                "epochs": max(trial.intermediate_values, default=None),
+                **trial.params,
+                **{f"attr_{k}": v for k, v in trial.user_attrs.items() if not isinstance(v, dict)},
+            }
+        )
+    return rows

@@ -1,0 +1,124 @@
+"""Recipe search: the Optuna study, its pruning callback, and `python -m experiments.search`."""
+
+import csv
+import json
+
+import optuna
+import pytest
+import yaml
+from conftest import TINY_VAL, quiet_trainer, run_entry, tiny_rows
+
+from seqrnn.errors import ConfigError
+from seqrnn.models import SequenceClassifier
+from seqrnn.search import PruneOnValidation, counted_trials, open_study, suggest
+
+
+def tiny_search_args(data_dir, study_dir, *extra):
+    train = [
+        "task=classify",
+        "size=1x32",
+        f"data.root={data_dir}",
+        "data.verify=false",
+        f"data.val_size={TINY_VAL}",
+        "data.batch_size=16",
+        "data.eval_batch_size=32",
+        "data.order=row",
+        "trainer.max_epochs=2",
+    ]
+    listed = ",".join(f'"{t}"' for t in train)
+    return [f"search.train=[{listed}]", "search.name=tiny", f"hydra.run.dir={study_dir}", *extra]
+
+
+def test_suggest_draws_every_kind_of_setting():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = {
+        "model.lr": {"low": 1e-4, "high": 1e-1, "log": True},
+        "trainer.max_epochs": {"low": 2, "high": 5, "int": True},
+        "model.gate_bias_init": {"choices": ["constant", "chrono"]},
+    }
+    for _ in range(20):
+        values = suggest(study.ask(), space)
+        assert 1e-4 <= values["model.lr"] <= 1e-1
+        assert isinstance(values["trainer.max_epochs"], int)
+        assert 2 <= values["trainer.max_epochs"] <= 5
+        assert values["model.gate_bias_init"] in ("constant", "chrono")
+
+
+def test_a_bad_space_entry_is_named():
+    study = optuna.create_study()
+    with pytest.raises(ConfigError, match=r"search space entry model.lr=\{'high': 1\} is not"):
+        suggest(study.ask(), {"model.lr": {"high": 1}})
+
+
+def test_pruning_stops_a_trial_that_falls_behind(tiny_mnist, tmp_path):
+    # a pruner that prunes every accuracy below 2: the first report stops the run
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(2.0))
+    trial = study.ask()
+    trainer = quiet_trainer(
+        max_epochs=5,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        callbacks=[PruneOnValidation(trial, "val/acc")],
+    )
+    model = SequenceClassifier(in_features=28, units=8)
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1: val/acc="):
+        trainer.fit(model, datamodule=tiny_rows(tiny_mnist))
+    assert trainer.current_epoch == 0
+    assert list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1]
+
+
+def test_open_study_reopens_the_same_study(tmp_path):
+    first = open_study(tmp_path / "s.db", "x", "maximize")
+    first.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=2)
+    again = open_study(tmp_path / "s.db", "x", "maximize")
+    assert counted_trials(again) == 2
+    with pytest.raises(ConfigError, match="direction='up' is not allowed"):
+        open_study(tmp_path / "t.db", "x", "up")
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_mnist, tmp_path_factory):
+    study_dir = tmp_path_factory.mktemp("search")
+    result = run_entry("search", *tiny_search_args(tiny_mnist, study_dir, "trials=3", "workers=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return study_dir, result
+
+
+def test_search_runs_its_trials_as_training_runs(searched):
+    study_dir, result = searched
+    rows = list(csv.DictReader((study_dir / "trials.csv").open()))
+    finished = [r for r in rows if r["state"] in ("complete", "pruned")]
+    assert len(finished) >= 3  # two workers may each finish the last one
+    for row in rows:
+        if row["state"] != "complete":
+            continue
+        run_dir = study_dir / f"trial_{int(row['trial']):03d}"
+        results = json.loads((run_dir / "results.json").read_text())
+        assert float(row["value"]) == pytest.approx(results["val_acc"])
+        # the trial trained with the values it drew
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        assert config["model"]["lr"] == pytest.approx(float(row["model.lr"]), rel=1e-5)
+        assert config["data"]["batch_size"] == int(row["data.batch_size"])
+        assert config["data"]["order"] == "row"
+    best = yaml.safe_load((study_dir / "best.yaml").read_text())
+    assert "task=classify" in best and any(o.startswith("model.lr=") for o in best)
+    assert "best:   trial" in result.stdout
+
+
+def test_search_resumes_its_study(searched, tiny_mnist):
+    study_dir, _ = searched
+    before = counted_trials(open_study(study_dir / "study.db", "tiny", "maximize"))
+    again = run_entry("search", *tiny_search_args(tiny_mnist, study_dir, f"trials={before + 1}"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = counted_trials(open_study(study_dir / "study.db", "tiny", "maximize"))
+    assert after == before + 1
+
+
+def test_unknown_search_preset_is_one_line():
+    result = run_entry("search", "search=fastest")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: search=fastest is not a known search (in 'search=fastest'); "
+        "choose one of: classify, predict"
+    ]
