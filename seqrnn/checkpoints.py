@@ -9,6 +9,7 @@ import torch
 
 from seqrnn.errors import CheckpointError
 from seqrnn.models import TASKS, SequenceModel
+from seqrnn.pretrained import PREFIX, PRETRAINED_DIR, shipped
 
 # Stack settings a checkpoint must share with the model it is loaded into.
 _ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
@@ -16,8 +17,25 @@ _ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
 RUN_DIR_CHECKPOINTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
 
 
+# What a shipped checkpoint keeps of a training checkpoint: enough to load and evaluate it.
+SHIPPED_KEYS = (
+    "state_dict",
+    "hyper_parameters",
+    "hparams_name",
+    "datamodule_hyper_parameters",
+    "datamodule_hparams_name",
+    "task",
+    "epoch",
+    "global_step",
+    "pytorch-lightning_version",
+)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file as given, or the best (else last) checkpoint of a run dir."""
+    """A ``.ckpt`` file as given, the best (else last) checkpoint of a run dir, or the shipped
+    checkpoint of ``pretrained:<name>`` (see :mod:`seqrnn.pretrained`)."""
+    if str(path).startswith(PREFIX):
+        return pretrained_path(str(path).removeprefix(PREFIX))
     path = Path(path).expanduser()
     if path.is_dir():
         for name in RUN_DIR_CHECKPOINTS:
@@ -30,6 +48,31 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
+
+
+def pretrained_path(name: str) -> Path:
+    """The file of shipped checkpoint ``name``; an unknown name is named with the list."""
+    path = PRETRAINED_DIR / f"{name}.ckpt"
+    if not path.is_file():
+        names = ", ".join(shipped()) or "none"
+        raise CheckpointError(
+            f"ckpt={PREFIX}{name} is not a shipped checkpoint; shipped: {names} "
+            f"(as {PREFIX}<task>-<cell>-<layers>x<units>)"
+        )
+    return path
+
+
+def export_weights(source: str | Path, target: str | Path) -> Path:
+    """Write checkpoint (or run dir) ``source`` to ``target`` without optimizer, scheduler,
+    callback or loop state: what ``load_from_checkpoint`` and evaluation need, a third of the
+    size. Returns ``target``."""
+    source = resolve_checkpoint(source)
+    checkpoint = read_checkpoint(source)
+    slim = {key: checkpoint[key] for key in SHIPPED_KEYS if key in checkpoint}
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, target)
+    return target
 
 
 def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 A run dir is one with ``.hydra/config.yaml`` (or a ``results.json``). Its status: ``done`` (it
 has ``results.json``), ``incomplete`` (a ``last.ckpt`` but no results: stopped, or still
 running; a re-launched sweep resumes it) or ``failed`` (neither). Tables go by task, cell and
-data (reading order, or the Bayesian process); columns are sizes; runs of one configuration are
-shown as mean ± spread.
+data (reading order, or the Bayesian process); columns are sizes. Runs that differ only in
+their seed are replicates, shown as mean ± spread; runs whose recipes differ in any other
+setting (learning rate, batch size, schedule, ...) are separate columns, labelled by the
+settings that differ between them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import yaml
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from seqrnn.data.dirichlet import describe
 
@@ -30,6 +33,7 @@ ROWS = (
     ("test_loss", "test loss", "{:.4f}"),
     ("train_loss", "train loss", "{:.4f}"),
     ("test_acc", "test accuracy", "{:.4f}"),
+    ("val_acc", "val accuracy", "{:.4f}"),
     ("train_acc", "train accuracy", "{:.4f}"),
     ("test_kl", "test KL from Bayes", "{:.2e}"),
     ("test_bayes_loss", "Bayes test loss", "{:.4f}"),
@@ -42,6 +46,51 @@ ROWS = (
 )
 
 
+# Settings that do not make a recipe: where and how a run was kept and shown, what the table
+# already separates (task, cell, size, data), and the seed (runs differing only in it are
+# replicates). Dotted keys of the composed config; a key matches itself and what is below it.
+NOT_RECIPE = (
+    "task",
+    "cell",
+    "units",
+    "layers",
+    "seed",
+    "threads",
+    "resume",
+    "skip_done",
+    "paths",
+    "hydra",
+    "logger",
+    "model._target_",
+    "model._convert_",
+    "model.cell",
+    "model.units",
+    "model.layers",
+    "model.backend",
+    "model.alpha",
+    "model.period",
+    "data._target_",
+    "data.root",
+    "data.download",
+    "data.verify",
+    "data.seed",
+    "data.order",
+    "data.eval_batch_size",
+    "trainer._target_",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.enable_checkpointing",
+    "trainer.log_every_n_steps",
+    "callbacks.checkpoint",
+    "callbacks.progress_bar",
+    "callbacks.lr_monitor",
+    "callbacks.milestones",
+)
+
+
 @dataclass
 class Run:
     path: Path
@@ -51,6 +100,8 @@ class Run:
     data: str
     status: str
     results: dict[str, Any] = field(default_factory=dict)
+    # the recipe: flattened config settings that are not in NOT_RECIPE
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def find_runs(root: str | Path) -> list[Run]:
@@ -79,7 +130,47 @@ def _read_run(path: Path) -> Run | None:
     else:
         status = "failed"
     size = f"{source['layers']}x{source['units']}"
-    return Run(path, source["task"], source["cell"], size, data, status, results)
+    settings = {k: v for k, v in flatten(config).items() if not _excluded(k)}
+    return Run(path, source["task"], source["cell"], size, data, status, results, settings)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lr": 0.1}}`` -> ``{"model.lr": 0.1}`` (lists stay values)."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _excluded(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in NOT_RECIPE)
+
+
+def recipe_labels(runs: list[Run]) -> dict[int, str]:
+    """``{id(run): label}``: the settings in which ``runs`` differ, e.g. ``lr=0.003,
+    batch_size=256`` (the last part of each dotted key, unless two keys share it). Empty
+    labels when every run has the same recipe."""
+    keys = sorted({k for run in runs for k in run.settings})
+    differ = [k for k in keys if len({repr(run.settings.get(k)) for run in runs}) > 1]
+    last = [k.rsplit(".", 1)[-1] for k in differ]
+    names = [short if last.count(short) == 1 else k for k, short in zip(differ, last, strict=True)]
+    return {
+        id(run): ", ".join(
+            f"{name}={_value_text(run.settings.get(k))}"
+            for k, name in zip(differ, names, strict=True)
+        )
+        for run in runs
+    }
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "null" if value is None else str(value)
 
 
 def _data_label(data: dict[str, Any]) -> str:
@@ -98,17 +189,53 @@ def _summary(values: list[float], fmt: str) -> str:
 
 
 def tables(runs: list[Run]) -> dict[tuple[str, str, str], dict[str, list[Run]]]:
-    """Runs by table ``(task, cell, data)``, then by size column (reference sizes first)."""
-    grouped: dict[tuple[str, str, str], dict[str, list[Run]]] = defaultdict(dict)
+    """Runs by table ``(task, cell, data)``, then by column: a size (reference sizes first),
+    split by recipe where runs of the table differ in more than their seed
+    (``"1x32 (lr=0.003)"``). Each column's runs are replicates."""
+    grouped: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        grouped[(run.task, run.cell, run.data)].setdefault(run.size, []).append(run)
+        grouped[(run.task, run.cell, run.data)].append(run)
     ordered = {}
     for key in sorted(grouped):
-        columns = grouped[key]
-        sizes = [s for s in REFERENCE_SIZES if s in columns]
-        sizes += sorted(s for s in columns if s not in REFERENCE_SIZES)
-        ordered[key] = {size: columns[size] for size in sizes}
+        labels = recipe_labels(grouped[key])
+        columns: dict[tuple[int, str, str], list[Run]] = defaultdict(list)
+        for run in grouped[key]:
+            rank = REFERENCE_SIZES.index(run.size) if run.size in REFERENCE_SIZES else 99
+            columns[(rank, run.size, labels[id(run)])].append(run)
+        ordered[key] = {
+            f"{size} ({label})" if label else size: columns[(rank, size, label)]
+            for rank, size, label in sorted(columns)
+        }
     return ordered
+
+
+def milestone_rows(runs: list[Run]) -> list[tuple[str, str]]:
+    """``(milestone key, row title)`` for every milestone some run recorded, e.g.
+    ``("val/acc>=0.98", "minutes to val acc ≥ 0.98")``."""
+    keys = dict.fromkeys(k for run in runs for k in run.results.get("milestones") or {})
+    titles = []
+    for key in keys:
+        metric, op, threshold = re.match(r"(.+?)(>=|<=)(.+)", key).groups()
+        sign = "≥" if op == ">=" else "≤"
+        titles.append((key, f"minutes to {metric.replace('/', ' ')} {sign} {threshold}"))
+    return titles
+
+
+def milestone_text(runs: list[Run], key: str) -> str:
+    """Minutes of training to a milestone (mean over replicates); "not reached" where no run
+    reached it, "(k of n)" where only some did."""
+    done = [r for r in runs if r.status == "done" and key in (r.results.get("milestones") or {})]
+    minutes = [
+        r.results["milestones"][key]["seconds"] / 60
+        for r in done
+        if r.results["milestones"][key] is not None
+    ]
+    if not done:
+        return "–"
+    if not minutes:
+        return "not reached"
+    text = _summary(minutes, "{:.1f}")
+    return text if len(minutes) == len(done) else f"{text} ({len(minutes)} of {len(done)})"
 
 
 def cell_text(runs: list[Run], key: str, fmt: str) -> str:
@@ -134,6 +261,9 @@ def markdown_table(columns: dict[str, list[Run]]) -> str:
     for key, title, fmt in rows:
         cells = [cell_text(runs, key, fmt) for runs in columns.values()]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    for key, title in milestone_rows(runs):
+        cells = [milestone_text(runs, key) for runs in columns.values()]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -153,9 +283,10 @@ def validation_curves(columns: dict[str, list[Run]], title: str) -> Figure:
             if "val/loss" not in events.Tags().get("scalars", []):
                 continue
             values = [e.value for e in events.Scalars("val/loss")]
-            label = size if len(runs) == 1 else f"{size} #{i + 1}"
+            label = size if len(runs) == 1 else f"{size} #{i + 1}"  # size: a column title
             style = "-" if run.status == "done" else "--"
             ax.plot(range(1, len(values) + 1), values, style, marker="o", ms=3, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss")
     ax.set_title(title, fontsize=10)
@@ -201,17 +332,23 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
                         "task": task,
                         "cell": cell,
                         "data": data,
-                        "size": size,
+                        "size": run.size,
+                        "column": size,  # the size and, where recipes differ, the recipe
                         "status": run.status,
                         "run": str(run.path),
                         **{key: run.results.get(key, "") for key, _, _ in ROWS},
+                        **{
+                            f"seconds_to_{key}": (at or {}).get("seconds", "")
+                            for key, at in (run.results.get("milestones") or {}).items()
+                        },
                     }
                 )
     if not runs:
         lines += ["", "No runs found."]
     written["markdown"].write_text("\n".join(lines) + "\n")
     with written["csv"].open("w", newline="") as f:
-        fields = ["task", "cell", "data", "size", "status", *(k for k, _, _ in ROWS), "run"]
+        fields = ["task", "cell", "data", "size", "column", "status", *(k for k, _, _ in ROWS)]
+        fields += list(dict.fromkeys(k for row in csv_rows for k in row if k not in fields))
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(csv_rows)

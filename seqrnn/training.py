@@ -96,11 +96,34 @@ def train_and_evaluate(
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     started = time.perf_counter()
-    evaluations = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics = evaluate_splits(trainer, model, datamodule, ckpt_path=best or None)
     eval_seconds = time.perf_counter() - started
 
-    metrics = {key: value for evaluation in evaluations for key, value in evaluation.items()}
     results: dict[str, Any] = {
+        **describe_model(model, datamodule),
+        "epochs": trainer.current_epoch,
+        "wall_seconds": round(train_seconds + eval_seconds, 1),
+        "checkpoint": _relative_to(best, run_dir) if best else None,
+        **metrics,
+    }
+    if milestones is not None:
+        results["milestones"] = milestones
+
+    if not trainer.is_global_zero:  # data-parallel: one process writes
+        return results
+    hparams = run_hparams(model, datamodule, trainer, **(extra_hparams or {}))
+    final_tags = sorted(f"final/{key}" for key in metrics if key != "evaluated")
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            log_hparams_with_metrics(logger, hparams, final_tags)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / RESULTS_FILE, results)
+    return results
+
+
+def describe_model(model: SequenceModel, datamodule: L.LightningDataModule) -> dict[str, Any]:
+    """What ``results.json`` says a model is: task, cell, size, data, parameters."""
+    return {
         "task": model.task,
         "cell": model.hparams.cell,
         "units": model.hparams.units,
@@ -108,30 +131,31 @@ def train_and_evaluate(
         "order": datamodule.order,
         "data": datamodule.description,
         "params": model.num_parameters,
-        "epochs": trainer.current_epoch,
-        "wall_seconds": round(train_seconds + eval_seconds, 1),
-        "checkpoint": _relative_to(best, run_dir) if best else None,
     }
-    # final/<split>_<name> -> <split>_<name>: train_loss, test_acc, test_bits, ...
-    for split in EVAL_SPLITS:
-        for key, value in sorted(metrics.items()):
-            if key.startswith(f"final/{split}_"):
-                results[key.removeprefix("final/")] = value
-    results["evaluated"] = _evaluated_examples(trainer)
-    if milestones is not None:
-        results["milestones"] = milestones
 
-    if not trainer.is_global_zero:  # data-parallel: one process writes
-        return results
-    hparams = run_hparams(model, datamodule, trainer, **(extra_hparams or {}))
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            log_hparams_with_metrics(
-                logger, hparams, sorted(k for k in metrics if k.startswith("final/"))
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / RESULTS_FILE, results)
-    return results
+
+def evaluate_splits(
+    trainer: L.Trainer,
+    model: SequenceModel,
+    datamodule: L.LightningDataModule,
+    ckpt_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (or the weights of ``ckpt_path``) on every split of ``EVAL_SPLITS``.
+
+    Returns ``{"<split>_<metric>": value, ..., "evaluated": {split: examples}}``: the numbers
+    of ``results.json`` (``train_loss``, ``test_acc``, ``test_bits``, ...). How much of each split
+    is covered follows the trainer's ``limit_test_batches``.
+    """
+    evaluations = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    logged = {key: value for evaluation in evaluations for key, value in evaluation.items()}
+    metrics: dict[str, Any] = {}
+    # final/<split>_<name> -> <split>_<name>
+    for split in EVAL_SPLITS:
+        for key, value in sorted(logged.items()):
+            if key.startswith(f"final/{split}_"):
+                metrics[key.removeprefix("final/")] = value
+    metrics["evaluated"] = _evaluated_examples(trainer)
+    return metrics
 
 
 def log_hparams_with_metrics(

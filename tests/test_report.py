@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from seqrnn.report import find_runs, tables, write_report
+from seqrnn.report import find_runs, markdown_table, tables, write_report
 
 
 def fake_run(root, name, cell="gru", size=(1, 32), results=None, last=False, task="classify"):
@@ -103,3 +103,40 @@ def test_symbol_runs_are_tabled_by_their_process(tmp_path):
     assert "| test KL from Bayes | 2.00e-04 | 1 incomplete |" in report
     assert "accuracy" not in report
     assert (tmp_path / "curves_dirichlet_gru_T_5_alpha_10_1_1.png").is_file()
+
+
+def recipe_run(root, name, seed, lr, batch_size, results, milestones=None):
+    run = fake_run(root, name, results={**results, "milestones": milestones or {}})
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    config.update(
+        seed=seed,
+        threads=1,
+        model={"lr": lr, "units": 32},
+        data={"order": "pixel", "batch_size": batch_size, "seed": seed, "root": f"/data/{name}"},
+    )
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_only_seeds_make_replicates_and_recipes_are_labelled_by_what_differs(tmp_path):
+    reached = {"val/acc>=0.98": {"epoch": 4, "seconds": 600.0}}
+    missed = {"val/acc>=0.98": None}
+    recipe_run(tmp_path, "a", 1, 0.001, 128, {"test_acc": 0.96}, missed)
+    recipe_run(tmp_path, "b", 2, 0.001, 128, {"test_acc": 0.98}, reached)
+    recipe_run(tmp_path, "c", 1, 0.003, 256, {"test_acc": 0.90}, reached)
+    columns = tables(find_runs(tmp_path))[("classify", "gru", "pixel order")]
+    # seed, data.seed, threads and data.root differ too, but make no recipe
+    assert {k: sorted(r.path.name for r in v) for k, v in columns.items()} == {
+        "1x32 (batch_size=128, lr=0.001)": ["a", "b"],
+        "1x32 (batch_size=256, lr=0.003)": ["c"],
+    }
+    table = markdown_table(columns)
+    assert "| test accuracy | 0.9700 ± 0.0141 (n=2) | 0.9000 |" in table
+    assert "| minutes to val acc ≥ 0.98 | 10.0 (1 of 2) | 10.0 |" in table
+
+
+def test_one_recipe_keeps_plain_size_columns(tmp_path):
+    recipe_run(tmp_path, "a", 1, 0.001, 128, {"test_acc": 0.5})
+    recipe_run(tmp_path, "b", 2, 0.001, 128, {"test_acc": 0.7})
+    columns = tables(find_runs(tmp_path))[("classify", "gru", "pixel order")]
+    assert list(columns) == ["1x32"]

@@ -1,0 +1,89 @@
+"""Evaluate a checkpoint on the train, validation and test splits.
+
+    python -m experiments.evaluate ckpt=pretrained:classify-gru-1x128
+    python -m experiments.evaluate ckpt=outputs/predict/gru-1x64/<stamp>
+    python -m experiments.evaluate ckpt=<run dir or .ckpt> limit_batches=2
+
+Prints the same metrics as a run's ``results.json`` and writes them to ``evaluation.json`` in
+its own dir (``outputs/evaluate/<stamp>``), so any shipped number can be checked in one command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from experiments._cli import prepare_argv, quiet_lightning, user_errors
+
+EVALUATION_FILE = "evaluation.json"
+# the data settings a model was trained with, taken from its checkpoint
+TRAINED_DATA_KEYS = ("order", "threshold", "val_size")
+
+
+def run(cfg: DictConfig) -> dict:
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from seqrnn.checkpoints import load_model, read_checkpoint, resolve_checkpoint
+    from seqrnn.errors import CheckpointError
+    from seqrnn.training import describe_model, evaluate_splits, write_json_atomic
+
+    quiet_lightning()
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = resolve_checkpoint(cfg.ckpt)
+    checkpoint = read_checkpoint(path)
+    task = checkpoint["task"]
+    if task not in ("classify", "predict"):
+        raise CheckpointError(
+            f"checkpoint {path} belongs to task={task}; evaluate takes task=classify or "
+            "task=predict (MNIST) checkpoints"
+        )
+    model = load_model(path, task)
+    trained_on = checkpoint.get("datamodule_hyper_parameters", {})
+    datamodule = instantiate(
+        cfg.data, **{key: trained_on[key] for key in TRAINED_DATA_KEYS if key in trained_on}
+    )
+    trainer = L.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_test_batches=cfg.limit_batches,
+    )
+    metrics = evaluate_splits(trainer, model, datamodule)
+    evaluation = {"checkpoint": str(path), **describe_model(model, datamodule), **metrics}
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / EVALUATION_FILE, evaluation)
+    print(f"checkpoint: {path}")
+    print(f"results:    {out_dir / EVALUATION_FILE}")
+    for split, count in evaluation["evaluated"].items():
+        numbers = ", ".join(
+            f"{key.removeprefix(f'{split}_')} {value:.4f}"
+            for key, value in evaluation.items()
+            if key.startswith(f"{split}_") and isinstance(value, float)
+        )
+        print(f"  {split:<5} ({count} examples): {numbers}")
+    return evaluation
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = [
+        sys.argv[0],
+        *prepare_argv(sys.argv[1:], required={"ckpt": "the checkpoint to evaluate"}),
+    ]
+    main()

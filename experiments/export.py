@@ -1,0 +1,37 @@
+"""Ship a run's trained weights: its best checkpoint without optimizer or loop state.
+
+    python -m experiments.export outputs/study/classify-gru-1x128
+    python -m experiments.export <run dir or .ckpt> --to seqrnn/pretrained
+
+Writes ``<task>-<cell>-<layers>x<units>.ckpt`` into ``--to`` (default: seqrnn/pretrained, the
+package's shipped weights, which ``ckpt=pretrained:<name>`` finds).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments._cli import user_errors
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from seqrnn.checkpoints import export_weights, read_checkpoint, resolve_checkpoint
+    from seqrnn.pretrained import PRETRAINED_DIR, pretrained_name
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ckpt", help="a run dir (its best checkpoint) or a .ckpt file")
+    parser.add_argument("--to", type=Path, default=PRETRAINED_DIR, help="folder to write into")
+    args = parser.parse_args(argv)
+    with user_errors():
+        source = resolve_checkpoint(args.ckpt)
+        checkpoint = read_checkpoint(source)
+        hp = checkpoint.get("hyper_parameters", {})
+        name = pretrained_name(checkpoint["task"], hp["cell"], hp["layers"], hp["units"])
+        target = export_weights(source, args.to / f"{name}.ckpt")
+    print(f"{source} -> {target} ({target.stat().st_size / 1e6:.2f} MB)")
+    return target
+
+
+if __name__ == "__main__":
+    main()
