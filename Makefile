@@ -23,7 +23,7 @@ TRAIN_BUDGET ?= trainer.max_epochs=1 trainer.limit_train_batches=300
 # `make report` reports on the newest sweep; REPORT_DIR=outputs reports on every run.
 REPORT_DIR ?= $(firstword $(shell ls -td outputs/multirun/*/ 2>/dev/null))
 
-.PHONY: install test train tensorboard bench report lint format clean
+.PHONY: install test train study search tensorboard bench report lint format clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ test:
 
 train:
 	$(BIN)/python -m experiments.train task=classify cell=gru units=128 $(TRAIN_BUDGET) $(ARGS)
+
+# The whole study, resumable (hours on a CPU; see docs/results): `make study ARGS="dry_run=true"`.
+study:
+	$(BIN)/python -m experiments.study $(ARGS)
+
+# A recipe search with Optuna: `make search ARGS="search=predict timeout=3600"`.
+search:
+	$(BIN)/python -m experiments.search $(ARGS)
 
 tensorboard:
 	$(BIN)/tensorboard --logdir outputs

@@ -1,0 +1,154 @@
+"""The whole study, resumable: grids, shipped weights, report, completion, in-painting, analysis.
+
+    python -m experiments.study                      # (make study) everything not done yet
+    python -m experiments.study tasks=[classify] cells=[gru] sizes=[1x32] dry_run=true
+
+Each step is one of the documented commands (``experiments.train -m``, ``experiments.export``,
+``experiments.report``, ``experiments.complete``, ``experiments.inpaint``,
+``experiments.analyze``), printed before it runs; a step whose output exists is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from experiments._cli import prepare_argv, user_errors
+
+PYTHON = [sys.executable, "-m"]
+
+
+def run_name(task: str, cell: str, size: str) -> str:
+    return f"{task}-{cell}-{size}"
+
+
+def grid_commands(cfg: DictConfig) -> list[tuple[list[str], list[Path]]]:
+    """``(command, results files it makes)``: one sweep per task and size, its cells in
+    parallel, each run in a fixed dir so that a re-run resumes it."""
+    commands = []
+    for task in cfg.tasks:
+        for size in cfg.sizes:
+            sweep_dir = Path(cfg.out) / task
+            made = [sweep_dir / run_name(task, c, size) / "results.json" for c in cfg.cells]
+            command = [
+                *PYTHON,
+                "experiments.train",
+                "-m",
+                f"+experiment={task}_grid",
+                f"cell={','.join(cfg.cells)}",
+                f"size={size}",
+                f"callbacks.timer.duration={cfg.budgets[task][size]}",
+                "hydra/launcher=parallel",
+                f"hydra.sweep.dir={sweep_dir}",
+                "hydra.sweep.subdir=${task}-${cell}-${layers}x${units}",
+                "callbacks.progress_bar=null",
+                "trainer.enable_progress_bar=false",
+            ]
+            commands.append((command, made))
+    return commands
+
+
+def ship(cfg: DictConfig) -> list[str]:
+    """Every finished run's weights into ``pretrained``; its results, config and an evaluation
+    of the shipped weights (``experiments.evaluate``) into ``docs/<task>/<name>/``. Returns the
+    shipped names."""
+    names = []
+    for results_file in sorted(Path(cfg.out).glob("*/*/results.json")):
+        run_dir = results_file.parent
+        name = run_dir.name
+        target = Path(cfg.docs) / run_dir.parent.name / name
+        weights = Path(cfg.pretrained) / f"{name}.ckpt"
+        evaluation = target / "evaluation.json"
+        if not cfg.dry_run:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(results_file, target / "results.json")
+            for part in ("config.yaml", "overrides.yaml"):
+                if (run_dir / ".hydra" / part).is_file():
+                    shutil.copy2(run_dir / ".hydra" / part, target / part)
+        if not weights.is_file() or weights.stat().st_mtime < results_file.stat().st_mtime:
+            export = [*PYTHON, "experiments.export", str(run_dir), "--to", str(cfg.pretrained)]
+            execute(export, [], cfg.dry_run)
+            evaluation.unlink(missing_ok=True)
+        # the shipped numbers: re-computed from the shipped weights
+        command = [*PYTHON, "experiments.evaluate", f"ckpt=pretrained:{name}"]
+        quiet = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        execute([*command, f"hydra.run.dir={target}", *quiet], [evaluation], cfg.dry_run)
+        names.append(name)
+    return names
+
+
+def best_classifier(cfg: DictConfig) -> str | None:
+    """The shipped classifier with the highest test accuracy."""
+    scores = {
+        path.parent.name: json.loads(path.read_text()).get("test_acc", 0.0)
+        for path in Path(cfg.docs).glob("classify/*/results.json")
+    }
+    return max(scores, key=scores.get) if scores else None
+
+
+def study_commands(cfg: DictConfig, shipped: list[str]) -> list[tuple[list[str], list[Path]]]:
+    out = Path(cfg.out)
+    commands = []
+    if cfg.predictor in shipped:
+        ckpt = f"ckpt=pretrained:{cfg.predictor}"
+        done = out / "complete" / "completion.json"
+        commands.append(
+            ([*PYTHON, "experiments.complete", ckpt, f"hydra.run.dir={done.parent}"], [done])
+        )
+        for dataset in ("one_pixel", "two_by_two"):
+            done = out / f"inpaint_{dataset}" / "inpaint.json"
+            command = [*PYTHON, "experiments.inpaint", ckpt, f"dataset={dataset}"]
+            commands.append(([*command, f"hydra.run.dir={done.parent}"], [done]))
+    classifier = best_classifier(cfg)
+    if classifier is not None:
+        done = out / "analyze" / "analysis.json"
+        command = [*PYTHON, "experiments.analyze", f"ckpt=pretrained:{classifier}"]
+        commands.append(([*command, f"hydra.run.dir={done.parent}"], [done]))
+    return commands
+
+
+def execute(command: list[str], made: list[Path], dry_run: bool) -> None:
+    shown = " ".join(command[2:])
+    if made and all(path.is_file() for path in made):
+        print(f"done before: {shown}", flush=True)
+        return
+    print(f"$ python -m {shown}", flush=True)
+    if not dry_run:
+        subprocess.run(command, check=True)
+
+
+def run(cfg: DictConfig) -> None:
+    for command, made in grid_commands(cfg):
+        execute(command, made, cfg.dry_run)
+    shipped = ship(cfg)
+    print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
+    report = [*PYTHON, "experiments.report", str(cfg.out), "--out", str(cfg.docs)]
+    execute(report, [], cfg.dry_run)
+    for command, made in study_commands(cfg, shipped):
+        execute(command, made, cfg.dry_run)
+        study_dir = made[0].parent
+        if study_dir.is_dir():  # the tables and figures that are shipped
+            target = Path(cfg.docs) / study_dir.name
+            shutil.copytree(
+                study_dir,
+                target,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("tensorboard", "*.npz", "*.log"),
+            )
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="study")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+    main()

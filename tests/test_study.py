@@ -1,0 +1,52 @@
+"""`python -m experiments.study`: the commands it runs, in order, and what it skips."""
+
+import json
+
+from conftest import run_entry
+
+
+def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
+    result = run_entry(
+        "study",
+        "dry_run=true",
+        f"out={tmp_path / 'runs'}",
+        f"docs={tmp_path / 'docs'}",
+        "tasks=[classify,predict]",
+        "sizes=[1x32,1x128]",
+        'budgets.predict={1x32: "00:00:40:00", 1x128: "00:03:00:00"}',
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
+    assert len(sweeps) == 4
+    assert "+experiment=classify_grid cell=gru,lstm size=1x32 " in sweeps[0]
+    assert "callbacks.timer.duration=00:00:40:00" in sweeps[0]
+    assert "+experiment=predict_grid cell=gru,lstm size=1x128 " in sweeps[3]
+    assert "callbacks.timer.duration=00:03:00:00" in sweeps[3]
+    assert all("hydra/launcher=parallel" in line for line in sweeps)
+    assert "shipped: nothing yet" in result.stdout
+    assert not (tmp_path / "docs").exists()  # a dry run writes nothing
+
+
+def test_finished_runs_are_skipped_and_shipped(tmp_path):
+    runs = tmp_path / "runs" / "classify"
+    for cell in ("gru", "lstm"):
+        run = runs / f"classify-{cell}-1x32"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"test_acc": 0.9}))
+    result = run_entry(
+        "study",
+        "dry_run=true",
+        f"out={tmp_path / 'runs'}",
+        f"docs={tmp_path / 'docs'}",
+        f"pretrained={tmp_path / 'pretrained'}",
+        "tasks=[classify]",
+        "sizes=[1x32]",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("done before: experiments.train -m +experiment=classify_grid")
+    exports = [line for line in lines if "experiments.export" in line]
+    evaluations = [line for line in lines if "experiments.evaluate" in line]
+    assert len(exports) == 2 and len(evaluations) == 2
+    assert "ckpt=pretrained:classify-gru-1x32" in evaluations[0]
+    assert "shipped: classify-gru-1x32, classify-lstm-1x32" in result.stdout
