@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dic
     import lightning as L
     import torch
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ProgressBar
 
+    from seqrnn.epoch_log import EpochLog
     from seqrnn.models import check_task_data
     from seqrnn.training import LAST_CHECKPOINT, RESULTS_FILE, train_and_evaluate
 
@@ -45,8 +48,14 @@ def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dic
     model = instantiate(cfg.model, in_features=datamodule.features)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += list(extra_callbacks)
+    # A live bar only on a terminal that asked for one; elsewhere one plain line per epoch.
+    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
+    if not bar:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)] + [EpochLog()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=bar
+    )
     results = train_and_evaluate(
         model,
         datamodule,

@@ -180,3 +180,21 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_log_file_gets_one_plain_line_per_epoch(tiny_mnist, tmp_path):
+    # the progress bar stays configured: standard output that is not a terminal drops it
+    overrides = [o for o in tiny_overrides(tiny_mnist, tmp_path) if "progress_bar" not in o]
+    result = run_train(*overrides, "data.order=row", "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert " train loss " in lines[0] and " | val loss " in lines[0] and "seq/s" in lines[0]
+    assert "it/s" not in result.stdout  # no bar drawn
+
+
+def test_enable_progress_bar_false_is_accepted(tiny_mnist, tmp_path):
+    overrides = [o for o in tiny_overrides(tiny_mnist, tmp_path) if "progress_bar" not in o]
+    result = run_train(*overrides, "data.order=row", "trainer.enable_progress_bar=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1/" in result.stdout
