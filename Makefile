@@ -29,8 +29,8 @@ install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	@# Build the fused CPU GRU kernel now (about 30 s, cached), not in the first training run.
-	$(BIN)/python -c "from seqrnn.nn.fused_gru import extension; extension()"
+	@# Build the fused CPU GRU/LSTM kernels now (about 30 s, cached), not in the first run.
+	$(BIN)/python -c "from seqrnn.nn.fused import extension; extension()"
 	@$(BIN)/python -c "import torch, lightning, hydra; print('installed: torch', torch.__version__, '| lightning', lightning.__version__, '| hydra', hydra.__version__)"
 
 test:

@@ -22,7 +22,7 @@ from torch import nn
 from seqrnn.bench.common import device, sync, timed
 from seqrnn.bench.train_throughput import SIZES, parse_size
 from seqrnn.nn import RecurrentStack
-from seqrnn.nn.fused_gru import extension
+from seqrnn.nn.fused import extension
 
 QUICK = {"sizes": ("1x32",), "batches": (64,), "repeats": 2}
 STEPS = 784
@@ -72,9 +72,11 @@ def run(sizes=SIZES, batches=(256, 1024), repeats: int = 3) -> dict[str, Any]:
         for size in sizes:
             layers, units = parse_size(size)
             for cell in ("gru", "lstm"):
-                for backend in backends if cell == "gru" else ["torch"]:
+                for backend in backends:
                     torch.manual_seed(0)
-                    stack = RecurrentStack(cell, units, units, layers, backend=backend).to(dev)
+                    stack = RecurrentStack(
+                        cell=cell, input_size=units, units=units, layers=layers, backend=backend
+                    ).to(dev)
                     proj = nn.Linear(1, units).to(dev)
                     seq_s = sequences_per_second(stack, proj, batch, repeats)
                     gflops = seq_s * useful_flops(cell, layers, units) / 1e9

@@ -1,6 +1,6 @@
 """Recurrent building blocks: the fused GRU/LSTM stack, reference cells and output heads."""
 
-from seqrnn.nn import fused_gru
+from seqrnn.nn import fused
 from seqrnn.nn.heads import MLPHead
 from seqrnn.nn.reference import gru_cell, lstm_cell, reference_forward
 from seqrnn.nn.stack import CELLS, RecurrentStack, State
@@ -10,7 +10,7 @@ __all__ = [
     "MLPHead",
     "RecurrentStack",
     "State",
-    "fused_gru",
+    "fused",
     "gru_cell",
     "lstm_cell",
     "reference_forward",

@@ -1,9 +1,9 @@
 """The recurrent stack every model is built on: GRU or LSTM layers on fused kernels.
 
 Backends: ``torch`` runs ``nn.GRU`` / ``nn.LSTM`` (cuDNN on a GPU, ATen/oneDNN on a CPU);
-``fused`` runs GRU layers on the CPU through this project's own C++ forward and backward
-(:mod:`seqrnn.nn.fused_gru`); ``auto`` takes ``fused`` for a GRU on a CPU when it is built and
-verified, else ``torch``. Both read the same parameters: checkpoints do not depend on it.
+``fused`` runs the layers on the CPU through this project's own C++ forward and backward
+(:mod:`seqrnn.nn.fused`); ``auto`` takes ``fused`` on a CPU when it is built and verified, else
+``torch``. Both read the same parameters: checkpoints do not depend on it.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ import torch
 from torch import nn
 
 from seqrnn.errors import ConfigError, require_choice, require_int
-from seqrnn.nn.fused_gru import extension, run_fused_gru
+from seqrnn.nn.fused import State, extension, run_fused
 
 CELLS = ("gru", "lstm")
 RECURRENT_INITS = ("orthogonal", "default")
 GATE_BIAS_INITS = ("constant", "chrono")
 BACKENDS = ("auto", "torch", "fused")
-
-# GRU state: h [layers, B, units]; LSTM state: (h, c), each [layers, B, units].
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 class RecurrentStack(nn.Module):
@@ -49,7 +46,7 @@ class RecurrentStack(nn.Module):
         chrono_steps: the longest span ``"chrono"`` aims at (the sequence length, 784 for
             pixels).
         backend: ``"auto"``, ``"torch"`` or ``"fused"`` (see the module docstring); ``fused``
-            is for GRUs, and falls back to ``torch`` (one warning) where it cannot be built.
+            falls back to ``torch`` (one warning) where it cannot be built.
 
     Inputs: x, state
         x: ``[B, T, I]``.
@@ -76,11 +73,6 @@ class RecurrentStack(nn.Module):
         super().__init__()
         self.cell = require_choice("cell", cell, CELLS)
         self.backend = require_choice("backend", backend, BACKENDS)
-        if backend == "fused" and cell != "gru":
-            raise ConfigError(
-                "backend='fused' is not allowed for cell='lstm': the fused kernel is a GRU's "
-                "(the LSTM's oneDNN kernel is already fused); use backend=auto or torch"
-            )
         self.units = require_int("units", units, 1)
         self.layers = require_int("layers", layers, 1)
         self.input_size = require_int("input_size", input_size, 1)
@@ -149,12 +141,12 @@ class RecurrentStack(nn.Module):
             raise ValueError(f"expected x of shape [B, T, {width}], got {list(x.shape)}")
         kernel = self.fused_kernel(x)
         if kernel is not None:
-            return run_fused_gru(self.rnn, x, state, kernel, input_proj)
+            return run_fused(self.rnn, x, state, kernel, input_proj)
         return self.rnn(x if input_proj is None else input_proj(x), state)
 
     def fused_kernel(self, x: torch.Tensor):
-        """The compiled fused GRU kernel if this forward runs on it, else None."""
-        if self.cell != "gru" or self.backend == "torch" or x.device.type != "cpu":
+        """The compiled fused kernels if this forward runs on them, else None."""
+        if self.backend == "torch" or x.device.type != "cpu":
             return None
         return extension()
 

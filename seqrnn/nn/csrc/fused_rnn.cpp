@@ -1,18 +1,24 @@
-// A GRU layer for the CPU with its own forward and backward through time, in the shape cuDNN
-// uses: input projections in one GEMM per chunk of steps, one small GEMM per step, the weight
-// gradients in one GEMM per chunk. The gate arithmetic of a step is one loop over batch x units
-// with no temporary tensors, which the compiler vectorizes (glibc's vector exp and tanh).
+// GRU and LSTM layers for the CPU with their own forward and backward through time, in the
+// shape cuDNN uses: input projections in one GEMM per chunk of steps, one small GEMM per step,
+// the weight gradients in one GEMM per chunk. The gate arithmetic of a step is one loop over
+// batch x units with no temporary tensors, which the compiler vectorizes (glibc's vector exp
+// and tanh). The two cells share the chunking and the states-before-a-chunk helper; they differ
+// in the gate loops.
 //
 // Maths and parameter layout are nn.GRU's (gate blocks r, z, n):
 //   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
 //   z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
 //   n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
 //   h' = (1 - z) * n + z * h
+// and nn.LSTM's (gate blocks i, f, g, o):
+//   [i, f, g, o] = [sigmoid, sigmoid, tanh, sigmoid](W_ih x + b_ih + W_hh h + b_hh)
+//   c' = f * c + i * g,  h' = o * tanh(c')
 // Tensors are time-major: x [T, B, I], out [T, B, H].
 //
-// Memory traffic, not arithmetic, bounds a small GRU on a CPU: the forward keeps only the
-// outputs; the backward recomputes the gates from them, a chunk of steps at a time, with two
-// GEMMs that run at full speed (rather than saving 4H numbers per step and reading them back).
+// Memory traffic, not arithmetic, bounds a small RNN on a CPU: the forward keeps only the
+// outputs (and an LSTM's cell states); the backward recomputes the gates from them, a chunk of
+// steps at a time, with GEMMs that run at full speed (rather than saving 3H or 4H numbers per
+// step and reading them back).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -125,6 +131,71 @@ at::Tensor states_before(const at::Tensor& out, const at::Tensor& h0, int64_t c0
   return at::cat({h0.unsqueeze(0), out.narrow(0, 0, len - 1)}, 0).view({len * batch, units});
 }
 
+// LSTM forward gates of one step: g [B, 4H] holds W_ih x + b_ih + W_hh h (b_hh [4H] is added
+// here); from the previous cell state c [B, H] -> the new c_new and h_new [B, H].
+template <typename scalar_t>
+void lstm_forward_gates(const scalar_t* g, const scalar_t* b_hh, const scalar_t* c,
+                        scalar_t* c_new, scalar_t* h_new, int64_t batch, int64_t units) {
+  const int64_t width = 4 * units;
+  at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* g_b = g + b * width;
+      const scalar_t* c_b = c + b * units;
+      scalar_t* cn_b = c_new + b * units;
+      scalar_t* hn_b = h_new + b * units;
+#pragma omp simd
+      for (int64_t j = 0; j < units; ++j) {
+        const scalar_t i = sigmoid(g_b[j] + b_hh[j]);
+        const scalar_t f = sigmoid(g_b[units + j] + b_hh[units + j]);
+        const scalar_t gg = std::tanh(g_b[2 * units + j] + b_hh[2 * units + j]);
+        const scalar_t o = sigmoid(g_b[3 * units + j] + b_hh[3 * units + j]);
+        const scalar_t cell = f * c_b[j] + i * gg;
+        cn_b[j] = cell;
+        hn_b[j] = o * std::tanh(cell);
+      }
+    }
+  });
+}
+
+// LSTM backward gates of one step. dh = carried_h + grad_out reaches h', carried_c reaches c';
+// with the recomputed g (as in lstm_forward_gates), the previous and new cell states, it gives
+// the gradient of the pre-activations dg [B, 4H] (the same for the input and the hidden part:
+// they add). carried_c is overwritten with the previous cell state's gradient; the previous
+// h's gradient, dg W_hh, is the caller's.
+template <typename scalar_t>
+void lstm_backward_gates(const scalar_t* carried_h, scalar_t* carried_c, const scalar_t* grad_out,
+                         int64_t go_stride, const scalar_t* g, const scalar_t* b_hh,
+                         const scalar_t* c_prev, const scalar_t* c, scalar_t* dg, int64_t batch,
+                         int64_t units) {
+  const int64_t width = 4 * units;
+  at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* ch_b = carried_h + b * units;
+      scalar_t* cc_b = carried_c + b * units;
+      const scalar_t* go_b = grad_out + b * go_stride;
+      const scalar_t* g_b = g + b * width;
+      const scalar_t* cp_b = c_prev + b * units;
+      const scalar_t* c_b = c + b * units;
+      scalar_t* dg_b = dg + b * width;
+#pragma omp simd
+      for (int64_t j = 0; j < units; ++j) {
+        const scalar_t i = sigmoid(g_b[j] + b_hh[j]);
+        const scalar_t f = sigmoid(g_b[units + j] + b_hh[units + j]);
+        const scalar_t gg = std::tanh(g_b[2 * units + j] + b_hh[2 * units + j]);
+        const scalar_t o = sigmoid(g_b[3 * units + j] + b_hh[3 * units + j]);
+        const scalar_t tc = std::tanh(c_b[j]);
+        const scalar_t dh = ch_b[j] + go_b[j];
+        const scalar_t dc = cc_b[j] + dh * o * (scalar_t(1) - tc * tc);
+        dg_b[j] = dc * gg * i * (scalar_t(1) - i);
+        dg_b[units + j] = dc * cp_b[j] * f * (scalar_t(1) - f);
+        dg_b[2 * units + j] = dc * i * (scalar_t(1) - gg * gg);
+        dg_b[3 * units + j] = dh * tc * o * (scalar_t(1) - o);
+        cc_b[j] = dc * f;
+      }
+    }
+  });
+}
+
 }  // namespace
 
 // Forward of one layer: x [T, B, I], h0 [B, H] -> out [T, B, H].
@@ -220,7 +291,102 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
   return {dx, carried, dw_ih, dw_hh, db_ih, db_hh};
 }
 
+// LSTM forward of one layer: x [T, B, I], h0 and c0 [B, H] -> {out [T, B, H], cells [T, B, H]}.
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                     const at::Tensor& b_hh) {
+  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2 && c0.dim() == 2,
+              "expected x [T, B, I], h0 and c0 [B, H]");
+  const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
+  const int64_t chunk = chunk_steps(batch, steps);
+  auto xc = x.contiguous();
+  auto out = at::empty({steps, batch, units}, x.options());
+  auto cells = at::empty({steps, batch, units}, x.options());
+  auto g = at::empty({chunk, batch, 4 * units}, x.options());
+  auto w_hh_t = w_hh.t();
+  auto b_hh_c = b_hh.contiguous();
+  at::Tensor h = h0.contiguous();
+  at::Tensor c = c0.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
+    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
+      const int64_t len = std::min(chunk, steps - s0);
+      auto g_rows = g.narrow(0, 0, len).view({len * batch, 4 * units});
+      at::addmm_out(g_rows, b_ih, xc.narrow(0, s0, len).view({len * batch, inputs}), w_ih.t());
+      for (int64_t t = s0; t < s0 + len; ++t) {
+        at::Tensor g_t = g[t - s0];
+        g_t.addmm_(h, w_hh_t);  // the input part is not needed again: add in place
+        at::Tensor h_new = out[t], c_new = cells[t];
+        lstm_forward_gates<scalar_t>(g_t.data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(),
+                                     c.data_ptr<scalar_t>(), c_new.data_ptr<scalar_t>(),
+                                     h_new.data_ptr<scalar_t>(), batch, units);
+        h = h_new;
+        c = c_new;
+      }
+    }
+  });
+  return {out, cells};
+}
+
+// LSTM backward of one layer. grad_out [T, B, H] reaches every output, grad_h and grad_c [B, H]
+// the final state. Returns {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh}.
+std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
+                                      const at::Tensor& grad_c, const at::Tensor& x,
+                                      const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& out, const at::Tensor& cells,
+                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                      const at::Tensor& b_ih, const at::Tensor& b_hh) {
+  const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
+  const int64_t chunk = chunk_steps(batch, steps);
+  auto opts = x.options();
+  auto xc = x.contiguous();
+  auto h0c = h0.contiguous();
+  auto c0c = c0.contiguous();
+  auto grad_out_c = grad_out.stride(2) == 1 ? grad_out : grad_out.contiguous();
+  auto g = at::empty({chunk, batch, 4 * units}, opts);
+  auto dg = at::empty({chunk, batch, 4 * units}, opts);
+  auto b_hh_c = b_hh.contiguous();
+  auto carried_h = grad_h.contiguous().clone();
+  auto carried_c = grad_c.contiguous().clone();
+  auto dx = at::empty({steps, batch, inputs}, opts);
+  auto dw_ih = at::zeros_like(w_ih);
+  auto dw_hh = at::zeros_like(w_hh);
+  auto db = at::zeros({4 * units}, opts);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
+    const int64_t last_start = ((steps - 1) / chunk) * chunk;
+    for (int64_t s0 = last_start; s0 >= 0; s0 -= chunk) {
+      const int64_t len = std::min(chunk, steps - s0);
+      auto x_rows = xc.narrow(0, s0, len).view({len * batch, inputs});
+      auto h_prev_rows = states_before(out, h0c, s0, len);
+      auto c_prev_rows = states_before(cells, c0c, s0, len);
+      // Recompute this chunk's pre-activations (without b_hh): two GEMMs over all its steps.
+      auto g_rows = g.narrow(0, 0, len).view({len * batch, 4 * units});
+      at::addmm_out(g_rows, b_ih, x_rows, w_ih.t());
+      g_rows.addmm_(h_prev_rows, w_hh.t());
+      for (int64_t t = s0 + len - 1; t >= s0; --t) {
+        const int64_t k = t - s0;
+        lstm_backward_gates<scalar_t>(
+            carried_h.data_ptr<scalar_t>(), carried_c.data_ptr<scalar_t>(),
+            grad_out_c[t].data_ptr<scalar_t>(), grad_out_c.stride(1), g[k].data_ptr<scalar_t>(),
+            b_hh_c.data_ptr<scalar_t>(), c_prev_rows.data_ptr<scalar_t>() + k * batch * units,
+            cells[t].data_ptr<scalar_t>(), dg[k].data_ptr<scalar_t>(), batch, units);
+        // The previous h reaches the loss only through the recurrent weights.
+        at::mm_out(carried_h, dg[k], w_hh);
+      }
+      auto dg_rows = dg.narrow(0, 0, len).view({len * batch, 4 * units});
+      dw_hh.addmm_(dg_rows.t(), h_prev_rows);
+      dw_ih.addmm_(dg_rows.t(), x_rows);
+      db.add_(dg_rows.sum(0));
+      auto dx_rows = dx.narrow(0, s0, len).view({len * batch, inputs});
+      at::mm_out(dx_rows, dg_rows, w_ih);
+    }
+  });
+  return {dx, carried_h, carried_c, dw_ih, dw_hh, db, db.clone()};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &gru_forward, "GRU layer forward through time (CPU)");
-  m.def("backward", &gru_backward, "GRU layer backward through time (CPU)");
+  m.def("gru_forward", &gru_forward, "GRU layer forward through time (CPU)");
+  m.def("gru_backward", &gru_backward, "GRU layer backward through time (CPU)");
+  m.def("lstm_forward", &lstm_forward, "LSTM layer forward through time (CPU)");
+  m.def("lstm_backward", &lstm_backward, "LSTM layer backward through time (CPU)");
 }

@@ -1,0 +1,214 @@
+"""A fast CPU path for GRU and LSTM stacks: forward and backward through time in C++.
+
+The kernels are ``csrc/fused_rnn.cpp``.
+
+On a CPU, PyTorch runs ``nn.GRU`` as a chain of small ATen ops per time step, differentiated
+by autograd op by op, and ``nn.LSTM`` through oneDNN, which keeps every gate of every step for
+its backward. This module compiles (on first use, cached by ``torch.utils.cpp_extension``;
+about 30 s) a layer of each cell with its own backward, in the shape cuDNN uses: the input
+projection of a chunk of steps in one GEMM, one small GEMM per step, the weight gradients in one
+GEMM per chunk; the forward keeps only the outputs (and an LSTM's cell states) and the backward
+recomputes the gates from them. It reads the parameters of the ``nn.GRU`` / ``nn.LSTM`` it
+stands in for, so ``state_dict`` and checkpoints are unchanged.
+
+Without gradients (evaluation, ``log_prob``, in-painting) the forward alone runs, and nothing
+is kept for a backward.
+
+If the compiler or the build is unavailable, or the built kernels fail their check against
+``nn.GRU`` and ``nn.LSTM``, :func:`extension` says so in one warning line and returns None;
+callers then use the torch modules.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+SOURCE = Path(__file__).with_name("csrc") / "fused_rnn.cpp"
+# Vector instructions by the CPU capability torch detected (the name of the build carries it,
+# so a cache shared by different machines never hands one a build it cannot run).
+_ARCH_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+_UNTRIED = object()
+_extension: object = _UNTRIED
+
+# GRU state: h [layers, B, units]; LSTM state: (h, c), each [layers, B, units].
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def extension() -> ModuleType | None:
+    """The compiled kernels, built on first call and cached; None if unavailable (with one
+    warning saying why)."""
+    global _extension
+    if _extension is _UNTRIED:
+        _extension = _build()
+    return _extension  # type: ignore[return-value]
+
+
+def _build() -> ModuleType | None:
+    from torch.utils import cpp_extension
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    arch = _ARCH_FLAGS.get(capability, [])
+    try:
+        module = cpp_extension.load(
+            name=f"seqrnn_fused_rnn_{capability.lower()}",
+            sources=[str(SOURCE)],
+            # -ffast-math + -fopenmp-simd let the gate loops call glibc's vector exp and tanh.
+            extra_cflags=["-O3", "-ffast-math", "-fopenmp-simd", *arch],
+            verbose=os.environ.get("SEQRNN_VERBOSE_BUILD") == "1",
+        )
+    except Exception as err:  # noqa: BLE001 - any build failure means: use the torch modules
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(
+            f"fused CPU RNN unavailable ({reason[:200]}); using nn.GRU / nn.LSTM", stacklevel=3
+        )
+        return None
+    if not _agrees_with_torch(module):
+        warnings.warn(
+            "fused CPU RNN disagrees with nn.GRU / nn.LSTM on a self-check; using them",
+            stacklevel=3,
+        )
+        return None
+    return module
+
+
+def _agrees_with_torch(module: ModuleType) -> bool:
+    """Forward and gradients of a small random case of each cell against the torch modules (a
+    guard against a miscompiled build; the tests check much more). The first use may come inside
+    an evaluation (no_grad or inference mode): the check needs gradients all the same."""
+    # fork_rng: the check draws random weights without moving the caller's random stream.
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
+        return all(_compare_with_torch(module, rnn_class) for rnn_class in (nn.GRU, nn.LSTM))
+
+
+def _compare_with_torch(module: ModuleType, rnn_class: type[nn.RNNBase]) -> bool:
+    torch.manual_seed(0)
+    reference = rnn_class(5, 7, num_layers=2, batch_first=True)
+    x = torch.randn(3, 11, 5, requires_grad=True)
+    results = []
+    for kernel in (None, module):
+        x.grad = None
+        reference.zero_grad()
+        out, state = reference(x) if kernel is None else run_fused(reference, x, None, kernel)
+        finals = state if isinstance(state, tuple) else (state,)
+        (out.sum() + sum(s.sum() for s in finals)).backward()
+        results.append(
+            [out.detach(), x.grad.clone(), *(p.grad.clone() for p in reference.parameters())]
+        )
+    return all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(*results, strict=True))
+
+
+class FusedGRULayer(torch.autograd.Function):
+    """One GRU layer over a whole time-major sequence: ``x [T, B, I]``, ``h0 [B, H]`` ->
+    ``out [T, B, H]``, ``h_T [B, H]``."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, module):
+        x = x.contiguous()
+        out = module.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+        ctx.module = module
+        # Only the outputs are kept: the backward recomputes the gates from them.
+        ctx.save_for_backward(x, h0, out, w_ih, w_hh, b_ih, b_hh)
+        return out, out[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h):
+        x, h0, out, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+        grad_h = torch.zeros_like(h0) if grad_h is None else grad_h
+        grads = ctx.module.gru_backward(grad_out, grad_h, x, h0, out, w_ih, w_hh, b_ih, b_hh)
+        return *grads, None
+
+
+class FusedLSTMLayer(torch.autograd.Function):
+    """One LSTM layer over a whole time-major sequence: ``x [T, B, I]``, ``h0, c0 [B, H]`` ->
+    ``out [T, B, H]``, ``h_T, c_T [B, H]``."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, module):
+        x = x.contiguous()
+        out, cells = module.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ctx.module = module
+        # The outputs and cell states are kept; the backward recomputes the gates from them.
+        ctx.save_for_backward(x, h0, c0, out, cells, w_ih, w_hh, b_ih, b_hh)
+        return out, out[-1].clone(), cells[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h, grad_c):
+        x, h0, c0, out, cells, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+        grad_h = torch.zeros_like(h0) if grad_h is None else grad_h
+        grad_c = torch.zeros_like(c0) if grad_c is None else grad_c
+        grads = ctx.module.lstm_backward(
+            grad_out, grad_h, grad_c, x, h0, c0, out, cells, w_ih, w_hh, b_ih, b_hh
+        )
+        return *grads, None
+
+
+def _run_layer(module, x, state, weights, lstm: bool):
+    """One layer, through autograd when anything needs a gradient, else the forward alone."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *weights))
+    if lstm:
+        if needs_grad:
+            return FusedLSTMLayer.apply(x, *state, *weights, module)
+        out, cells = module.lstm_forward(x.contiguous(), *state, *weights)
+        return out, out[-1], cells[-1]
+    if needs_grad:
+        return FusedGRULayer.apply(x, *state, *weights, module)
+    out = module.gru_forward(x.contiguous(), *state, *weights)
+    return out, out[-1]
+
+
+def run_fused(
+    rnn: nn.GRU | nn.LSTM,
+    x: torch.Tensor,
+    state: State | None,
+    module: ModuleType,
+    input_proj: nn.Linear | None = None,
+) -> tuple[torch.Tensor, State]:
+    """``rnn(input_proj(x), state)`` (``batch_first``) computed by the fused kernels, layer by
+    layer, with ``rnn``'s own parameters and its dropout between layers (in training).
+
+    ``input_proj`` (an affine ``A x + a``) is folded into the first layer:
+    ``W_ih (A x + a) + b_ih = (W_ih A) x + (W_ih a + b_ih)``; autograd carries the gradients
+    back to ``W_ih``, ``A`` and ``a`` through those two small products.
+
+    Shapes: ``x [B, T, F]``; state and the returned state as ``rnn``'s (GRU ``h``, LSTM
+    ``(h, c)``, each ``[L, B, H]``); returns ``out [B, T, H]`` and the final state.
+    """
+    lstm = isinstance(rnn, nn.LSTM)
+    layers, units = rnn.num_layers, rnn.hidden_size
+    if state is None:
+        zeros = x.new_zeros(layers, x.shape[0], units)
+        state = (zeros, zeros) if lstm else zeros
+    per_layer = state if lstm else (state,)
+    inputs = x.transpose(0, 1)
+    finals = []
+    for layer in range(layers):
+        weights = [
+            getattr(rnn, f"{kind}_l{layer}")
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        ]
+        if layer == 0 and input_proj is not None:
+            w_ih, b_ih = weights[0], weights[2]
+            weights[0] = w_ih @ input_proj.weight
+            weights[2] = b_ih if input_proj.bias is None else w_ih @ input_proj.bias + b_ih
+        start = [s[layer].contiguous() for s in per_layer]
+        out, *final = _run_layer(module, inputs, start, weights, lstm)
+        finals.append(final)
+        if layer + 1 < layers and rnn.dropout > 0 and rnn.training:
+            out = nn.functional.dropout(out, rnn.dropout, training=True)
+        inputs = out
+    stacked = [torch.stack(parts) for parts in zip(*finals, strict=True)]
+    return inputs.transpose(0, 1), (tuple(stacked) if lstm else stacked[0])

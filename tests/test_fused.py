@@ -1,0 +1,176 @@
+"""The fused CPU GRU and LSTM against nn.GRU and nn.LSTM: values, gradients, gradcheck,
+training, selection, fallback, and the forward without autograd."""
+
+import warnings
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from seqrnn.errors import ConfigError
+from seqrnn.models import SequenceClassifier
+from seqrnn.nn import RecurrentStack, fused
+from seqrnn.nn.fused import FusedGRULayer, FusedLSTMLayer, extension
+
+pytestmark = pytest.mark.skipif(extension() is None, reason="the fused kernels could not be built")
+CELLS = ["gru", "lstm"]
+
+
+def initial_state(cell, layers, batch, units):
+    """A random state with gradients: GRU h, LSTM (h, c)."""
+    parts = [
+        torch.randn(layers, batch, units).requires_grad_(True) for _ in range(1 + (cell == "lstm"))
+    ]
+    return parts, (tuple(parts) if cell == "lstm" else parts[0])
+
+
+def run_both(stack: RecurrentStack, x, units_state, proj=None):
+    """Outputs, final state and every gradient, through the fused kernel and nn.GRU/nn.LSTM."""
+    results = []
+    for backend in ("fused", "torch"):
+        stack.backend = backend
+        stack.zero_grad()
+        if proj is not None:
+            proj.zero_grad()
+        x.grad = None
+        torch.manual_seed(1)
+        parts, state = initial_state(stack.cell, *units_state)
+        out, final = stack(x, state, input_proj=proj)
+        finals = list(final) if isinstance(final, tuple) else [final]
+        loss = out.square().sum() + sum((f * (3 + i)).sum() for i, f in enumerate(finals))
+        loss.backward()
+        params = [*stack.parameters(), *(proj.parameters() if proj is not None else [])]
+        results.append([out, *finals, x.grad, *(p.grad for p in parts), *(p.grad for p in params)])
+    stack.backend = "auto"
+    return results
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize(("batch", "steps", "inputs", "units"), [(3, 17, 5, 8), (7, 40, 1, 33)])
+def test_fused_equals_torch_with_all_gradients(cell, layers, batch, steps, inputs, units):
+    torch.manual_seed(layers + units)
+    stack = RecurrentStack(cell, inputs, units, layers)
+    x = torch.randn(batch, steps, inputs, requires_grad=True)
+    fused, reference = run_both(stack, x, (layers, batch, units))
+    assert len(fused) == 1 + (1 + (cell == "lstm")) * 2 + 1 + 4 * layers
+    for got, want in zip(fused, reference, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_folding_the_input_affine_changes_nothing(cell):
+    torch.manual_seed(0)
+    stack, proj = RecurrentStack(cell, 16, 16, 2), nn.Linear(1, 16)
+    x = torch.randint(0, 2, (4, 50, 1)).float().requires_grad_(True)
+    fused, reference = run_both(stack, x, (2, 4, 16), proj)
+    for got, want in zip(fused, reference, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_gradcheck_in_float64():
+    torch.manual_seed(0)
+    module = extension()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    for rnn_class, layer, states in ((nn.GRU, FusedGRULayer, 1), (nn.LSTM, FusedLSTMLayer, 2)):
+        rnn = rnn_class(3, 4).double()
+        weights = [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0]
+        start = [torch.randn(2, 4, dtype=torch.float64, requires_grad=True) for _ in range(states)]
+        assert torch.autograd.gradcheck(
+            lambda *args, layer=layer: layer.apply(*args, module), (x, *start, *weights)
+        )
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_without_gradients_only_the_forward_runs(cell, monkeypatch):
+    torch.manual_seed(0)
+    stack, proj = RecurrentStack(cell, 8, 8, 2), nn.Linear(1, 8)
+    x = torch.randint(0, 2, (3, 30, 1)).float()
+    expected = stack.rnn(proj(x))
+    applied = []
+    for layer in (FusedGRULayer, FusedLSTMLayer):
+        original = layer.apply
+        monkeypatch.setattr(layer, "apply", lambda *a, o=original: applied.append(1) or o(*a))
+    with torch.no_grad():
+        out, state = stack(x, input_proj=proj)
+    assert applied == []  # nothing went through autograd.Function
+    torch.testing.assert_close(out, expected[0], atol=1e-5, rtol=1e-4)
+    finals = zip(state, expected[1], strict=True) if cell == "lstm" else [(state, expected[1])]
+    for got, want in finals:
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    stack(x, input_proj=proj)[0].sum().backward()  # with gradients it goes through autograd
+    assert len(applied) == 2
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_between_layers_in_training_only(cell):
+    torch.manual_seed(0)
+    stack = RecurrentStack(cell, 4, 8, 3, dropout=0.5, backend="fused")
+    x = torch.randn(2, 10, 4)
+    a, b = stack(x)[0], stack(x)[0]
+    assert not torch.allclose(a, b)
+    stack.eval()
+    torch.testing.assert_close(stack(x)[0], stack.rnn(x)[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_training_run_matches_torch(cell, tiny_mnist):
+    from conftest import quiet_trainer, tiny_rows
+
+    losses = {}
+    for backend in ("torch", "fused"):
+        L.seed_everything(0, verbose=False)
+        data = tiny_rows(tiny_mnist)
+        model = SequenceClassifier(in_features=28, cell=cell, units=16, lr=1e-2, backend=backend)
+        trainer = quiet_trainer(max_epochs=4, limit_val_batches=0)
+        trainer.fit(model, datamodule=data)
+        losses[backend] = trainer.callback_metrics["train/loss"].item()
+    assert losses["fused"] == pytest.approx(losses["torch"], abs=2e-3)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_checkpoints_are_interchangeable(cell):
+    fused = SequenceClassifier(cell=cell, units=8, backend="fused")
+    plain = SequenceClassifier(cell=cell, units=8, backend="torch")
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randint(0, 2, (3, 30, 1)).float()
+    fused.eval(), plain.eval()
+    torch.testing.assert_close(fused(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+def test_selection():
+    x = torch.zeros(1, 2, 3)
+    assert RecurrentStack("gru", 3, 4).fused_kernel(x) is extension()
+    assert RecurrentStack("gru", 3, 4, backend="torch").fused_kernel(x) is None
+    assert RecurrentStack("lstm", 3, 4).fused_kernel(x) is extension()
+    assert RecurrentStack("lstm", 3, 4, backend="fused").fused_kernel(x) is extension()
+    assert RecurrentStack("lstm", 3, 4, backend="torch").fused_kernel(x) is None
+    with pytest.raises(ConfigError, match="backend='cudnn' is not allowed"):
+        RecurrentStack("gru", 3, 4, backend="cudnn")
+
+
+def test_a_failed_build_falls_back_to_nn_gru_with_one_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(fused, "_extension", fused._UNTRIED)
+    stack = RecurrentStack("gru", 3, 4, backend="fused")
+    x = torch.randn(2, 5, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, _ = stack(x)
+        stack(x)
+    messages = [str(w.message) for w in caught]
+    assert messages == ["fused CPU RNN unavailable (no C++ compiler found); using nn.GRU / nn.LSTM"]
+    torch.testing.assert_close(out, stack.rnn(x)[0])
+
+
+def test_the_first_use_may_come_inside_inference_mode(monkeypatch):
+    monkeypatch.setattr(fused, "_extension", fused._UNTRIED)
+    with torch.inference_mode():
+        out, _ = RecurrentStack("gru", 3, 4)(torch.randn(2, 5, 3))
+    assert fused._extension is not None and out.shape == (2, 5, 4)
