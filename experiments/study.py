@@ -123,6 +123,26 @@ def execute(command: list[str], made: list[Path], dry_run: bool) -> None:
         subprocess.run(command, check=True)
 
 
+def write_results(cfg: DictConfig) -> Path:
+    """``docs/results.md``: each task's shipped runs beside the reference reports."""
+    from seqrnn.report import comparison_table, read_shipped
+
+    lines = [
+        "# Results: the shipped models beside the reference reports",
+        "",
+        "Numbers re-computed from the shipped weights by `python -m experiments.evaluate "
+        "ckpt=pretrained:<name>` (each run's `evaluation.json` here); epochs, training time and "
+        "milestones from the run's `results.json`. Made by `make study`.",
+    ]
+    for task in ("classify", "predict"):
+        shipped = read_shipped(cfg.docs, task)
+        if shipped:
+            lines += ["", f"## {task}", "", comparison_table(shipped, task)]
+    path = Path(cfg.docs) / "results.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run(cfg: DictConfig) -> None:
     for command, made in grid_commands(cfg):
         execute(command, made, cfg.dry_run)
@@ -130,6 +150,8 @@ def run(cfg: DictConfig) -> None:
     print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
     report = [*PYTHON, "experiments.report", str(cfg.out), "--out", str(cfg.docs)]
     execute(report, [], cfg.dry_run)
+    if shipped and not cfg.dry_run:
+        print(f"results: {write_results(cfg)}", flush=True)
     for command, made in study_commands(cfg, shipped):
         execute(command, made, cfg.dry_run)
         study_dir = made[0].parent

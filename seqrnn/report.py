@@ -353,3 +353,75 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
         writer.writeheader()
         writer.writerows(csv_rows)
     return written
+
+
+# Best test result of the reference reports per configuration, pixel order: classifier test
+# accuracy and predictor test cross-entropy (nats/pixel); None where they report none.
+REFERENCE = {
+    "classify": {
+        "gru-1x32": 0.9747,
+        "gru-1x64": 0.9647,
+        "gru-1x128": 0.9800,
+        "gru-3x32": 0.9871,
+        "lstm-1x32": 0.9165,
+        "lstm-1x64": 0.9354,
+        "lstm-1x128": 0.9353,
+        "lstm-3x32": 0.8221,
+    },
+    "predict": {"gru-1x32": 0.0954, "gru-1x64": 0.0963, "gru-1x128": 0.0819, "gru-3x32": 0.0906},
+}
+# (task, metric of the comparison, its title, better when higher, milestone to show)
+COMPARED = {
+    "classify": ("test_acc", "test accuracy", True, "val/acc>=0.98"),
+    "predict": ("test_loss", "test BCE (nats/pixel)", False, "val/loss<=0.09"),
+}
+
+
+def comparison_table(shipped: dict[str, dict[str, Any]], task: str) -> str:
+    """A markdown table of the shipped runs of ``task`` beside the reference reports.
+
+    ``shipped`` maps ``<cell>-<layers>x<units>`` to ``{"evaluation": ..., "results": ...}``:
+    the numbers re-computed from the shipped weights (``evaluation.json``) and the training
+    record (``results.json``: epochs, time, milestones).
+    """
+    key, title, higher, milestone = COMPARED[task]
+    reference = REFERENCE[task]
+    lines = [
+        f"| config | {title} | reference | better than it | epochs | training minutes | "
+        f"minutes to {milestone} |",
+        "|---|---:|---:|:-:|---:|---:|---:|",
+    ]
+    order = [f"{c}-{s}" for c in ("gru", "lstm") for s in REFERENCE_SIZES]
+    for config in [c for c in order if c in shipped] + sorted(set(shipped) - set(order)):
+        evaluation, results = shipped[config]["evaluation"], shipped[config]["results"]
+        value, ref = evaluation[key], reference.get(config)
+        better = (
+            "–" if ref is None else ("yes" if (value > ref if higher else value < ref) else "no")
+        )
+        reached = (results.get("milestones") or {}).get(milestone)
+        ref_text = "–" if ref is None else f"{ref:.4f}"
+        reached_text = "not reached" if reached is None else f"{reached['seconds'] / 60:.1f}"
+        lines.append(
+            f"| {_config_title(config)} | {value:.4f} | {ref_text} | {better} | "
+            f"{results.get('epochs', '–')} | {results.get('wall_seconds', 0) / 60:.0f} | "
+            f"{reached_text} |"
+        )
+    return "\n".join(lines)
+
+
+def _config_title(config: str) -> str:
+    """``gru-1x32`` -> ``GRU 1x32``."""
+    cell, size = config.split("-", 1)
+    return f"{cell.upper()} {size}"
+
+
+def read_shipped(docs: str | Path, task: str) -> dict[str, dict[str, Any]]:
+    """``{<cell>-<size>: {"evaluation", "results"}}`` of ``docs/<task>/<task>-<cell>-<size>/``."""
+    shipped = {}
+    for folder in sorted(Path(docs).glob(f"{task}/{task}-*")):
+        if (folder / "evaluation.json").is_file() and (folder / "results.json").is_file():
+            shipped[folder.name.removeprefix(f"{task}-")] = {
+                "evaluation": json.loads((folder / "evaluation.json").read_text()),
+                "results": json.loads((folder / "results.json").read_text()),
+            }
+    return shipped

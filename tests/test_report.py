@@ -140,3 +140,25 @@ def test_one_recipe_keeps_plain_size_columns(tmp_path):
     recipe_run(tmp_path, "b", 2, 0.001, 128, {"test_acc": 0.7})
     columns = tables(find_runs(tmp_path))[("classify", "gru", "pixel order")]
     assert list(columns) == ["1x32"]
+
+
+def test_comparison_table_puts_each_shipped_run_beside_the_reference():
+    from seqrnn.report import comparison_table
+
+    record = {"epochs": 12, "wall_seconds": 1800.0}
+    shipped = {
+        "gru-1x32": {
+            "evaluation": {"test_acc": 0.9812},
+            "results": {**record, "milestones": {"val/acc>=0.98": {"epoch": 9, "seconds": 900}}},
+        },
+        "lstm-3x32": {
+            "evaluation": {"test_acc": 0.80},
+            "results": {**record, "milestones": {"val/acc>=0.98": None}},
+        },
+    }
+    lines = comparison_table(shipped, "classify").splitlines()
+    assert lines[2] == "| GRU 1x32 | 0.9812 | 0.9747 | yes | 12 | 30 | 15.0 |"
+    assert lines[3] == "| LSTM 3x32 | 0.8000 | 0.8221 | no | 12 | 30 | not reached |"
+    predict = {"lstm-1x64": {"evaluation": {"test_loss": 0.09}, "results": record}}
+    row = comparison_table(predict, "predict").splitlines()[2]
+    assert row == "| LSTM 1x64 | 0.0900 | – | – | 12 | 30 | not reached |"
