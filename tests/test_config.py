@@ -12,7 +12,9 @@ from experiments._cli import CONF_DIR, check_group_choices, expand_resume
 from seqrnn.data import MNISTSequenceDataModule
 from seqrnn.models import TASKS, check_task_data
 
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+# the groups of conf/train.yaml (search presets belong to conf/search.yaml)
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "search")
+SEARCH_PRESETS = sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml"))
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
@@ -55,6 +57,28 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
         return  # a GPU trainer cannot be built on a machine without one; its config composed
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("preset", SEARCH_PRESETS)
+def test_every_search_preset_composes_into_trials(preset, tmp_path):
+    from experiments.search import override_text, trial_overrides
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        search = compose("search", [f"search={preset}", f"paths.output_dir={tmp_path}"])
+        # the lowest value or the first choice of every setting the preset searches
+        params = {
+            name: spec["choices"][0] if "choices" in spec else spec["low"]
+            for name, spec in OmegaConf.to_container(search.search.space).items()
+        }
+        overrides = trial_overrides(search, params, tmp_path / "trial_000", threads=1)
+        cfg = compose("train", overrides)
+    OmegaConf.resolve(cfg)
+    for name, value in params.items():  # every searched key exists and takes the value
+        assert override_text(OmegaConf.select(cfg, name)) == override_text(value)
+    assert cfg.task == search.search.train[0].removeprefix("task=")
+    assert search.search.metric.replace("_", "/", 1) == search.search.monitor
+    model = instantiate(cfg.model, in_features=1)
+    assert model.task == cfg.task
 
 
 @pytest.mark.parametrize(
