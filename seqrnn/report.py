@@ -37,6 +37,7 @@ ROWS = (
     ("train_acc", "train accuracy", "{:.4f}"),
     ("test_kl", "test KL from Bayes", "{:.2e}"),
     ("test_bayes_loss", "Bayes test loss", "{:.4f}"),
+    ("status", "ended by", "{}"),  # completed, early_stopped, time_budget, diverged
     ("epochs", "epochs", "{:.0f}"),
     ("wall_seconds", "wall time (s)", "{:.0f}"),
     ("params", "parameters", "{:.0f}"),
@@ -241,7 +242,12 @@ def milestone_text(runs: list[Run], key: str) -> str:
 def cell_text(runs: list[Run], key: str, fmt: str) -> str:
     """One table cell: the finished runs' value (mean ± spread), and what did not finish."""
     values = [r.results[key] for r in runs if r.status == "done" and key in r.results]
-    text = _summary(values, fmt) if values else ""
+    if values and isinstance(values[0], str):  # words, such as how each run ended
+        text = ", ".join(
+            f"{values.count(v)} {v}" if len(values) > 1 else v for v in dict.fromkeys(values)
+        )
+    else:
+        text = _summary(values, fmt) if values else ""
     unfinished = [r.status for r in runs if r.status != "done"]
     notes = ", ".join(
         f"{unfinished.count(s)} {s}" for s in ("incomplete", "failed") if s in unfinished

@@ -21,6 +21,7 @@ from seqrnn.checkpoints import check_resumable
 from seqrnn.data import EVAL_SPLITS
 from seqrnn.milestones import Milestones
 from seqrnn.models import SequenceModel
+from seqrnn.run_status import run_status
 
 RESULTS_FILE = "results.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -92,6 +93,7 @@ def train_and_evaluate(
     # and the Milestones to that epoch.
     train_seconds = _training_seconds(trainer, fallback=time.perf_counter() - started)
     milestones = _milestones(trainer)
+    status = run_status(trainer)
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
@@ -101,6 +103,7 @@ def train_and_evaluate(
 
     results: dict[str, Any] = {
         **describe_model(model, datamodule),
+        "status": status,
         "epochs": trainer.current_epoch,
         "wall_seconds": round(train_seconds + eval_seconds, 1),
         "checkpoint": _relative_to(best, run_dir) if best else None,

@@ -123,7 +123,7 @@ def test_only_seeds_make_replicates_and_recipes_are_labelled_by_what_differs(tmp
     missed = {"val/acc>=0.98": None}
     recipe_run(tmp_path, "a", 1, 0.001, 128, {"test_acc": 0.96}, missed)
     recipe_run(tmp_path, "b", 2, 0.001, 128, {"test_acc": 0.98}, reached)
-    recipe_run(tmp_path, "c", 1, 0.003, 256, {"test_acc": 0.90}, reached)
+    recipe_run(tmp_path, "c", 1, 0.003, 256, {"test_acc": 0.90, "status": "diverged"}, reached)
     columns = tables(find_runs(tmp_path))[("classify", "gru", "pixel order")]
     # seed, data.seed, threads and data.root differ too, but make no recipe
     assert {k: sorted(r.path.name for r in v) for k, v in columns.items()} == {
@@ -133,6 +133,7 @@ def test_only_seeds_make_replicates_and_recipes_are_labelled_by_what_differs(tmp
     table = markdown_table(columns)
     assert "| test accuracy | 0.9700 ± 0.0141 (n=2) | 0.9000 |" in table
     assert "| minutes to val acc ≥ 0.98 | 10.0 (1 of 2) | 10.0 |" in table
+    assert "| ended by | – | diverged |" in table
 
 
 def test_one_recipe_keeps_plain_size_columns(tmp_path):

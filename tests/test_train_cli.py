@@ -30,6 +30,7 @@ RESULT_KEYS = {
     "test_acc",
     "evaluated",
     "milestones",
+    "status",
 }
 
 
