@@ -301,6 +301,10 @@ def validation_curves(columns: dict[str, list[Run]], title: str) -> Figure:
     return fig
 
 
+def _csv_key(key: str) -> str:
+    return "ended_by" if key == "status" else key
+
+
 def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Collect the runs below ``root``; write ``report.md``, ``report.csv`` and one curves PNG
     per table into ``out_dir`` (default ``root``). Returns the written paths by kind."""
@@ -342,7 +346,8 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
                         "column": size,  # the size and, where recipes differ, the recipe
                         "status": run.status,
                         "run": str(run.path),
-                        **{key: run.results.get(key, "") for key, _, _ in ROWS},
+                        # (how the run ended goes in "ended_by": "status" is the run dir's)
+                        **{_csv_key(key): run.results.get(key, "") for key, _, _ in ROWS},
                         **{
                             f"seconds_to_{key}": (at or {}).get("seconds", "")
                             for key, at in (run.results.get("milestones") or {}).items()
@@ -353,7 +358,8 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
         lines += ["", "No runs found."]
     written["markdown"].write_text("\n".join(lines) + "\n")
     with written["csv"].open("w", newline="") as f:
-        fields = ["task", "cell", "data", "size", "column", "status", *(k for k, _, _ in ROWS)]
+        fields = ["task", "cell", "data", "size", "column", "status"]
+        fields += [_csv_key(k) for k, _, _ in ROWS]
         fields += list(dict.fromkeys(k for row in csv_rows for k in row if k not in fields))
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
