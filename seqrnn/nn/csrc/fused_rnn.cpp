@@ -131,6 +131,24 @@ at::Tensor states_before(const at::Tensor& out, const at::Tensor& h0, int64_t c0
   return at::cat({h0.unsqueeze(0), out.narrow(0, 0, len - 1)}, 0).view({len * batch, units});
 }
 
+// The gates of unit j of one LSTM row, from its pre-activations g [4H] (i, f, g, o blocks,
+// without b_hh) and b_hh.
+template <typename scalar_t>
+struct LstmGates {
+  scalar_t i, f, g, o;
+};
+
+template <typename scalar_t>
+inline LstmGates<scalar_t> lstm_gates_at(const scalar_t* g, const scalar_t* b_hh, int64_t units,
+                                         int64_t j) {
+  LstmGates<scalar_t> a;
+  a.i = sigmoid(g[j] + b_hh[j]);
+  a.f = sigmoid(g[units + j] + b_hh[units + j]);
+  a.g = std::tanh(g[2 * units + j] + b_hh[2 * units + j]);
+  a.o = sigmoid(g[3 * units + j] + b_hh[3 * units + j]);
+  return a;
+}
+
 // LSTM forward gates of one step: g [B, 4H] holds W_ih x + b_ih + W_hh h (b_hh [4H] is added
 // here); from the previous cell state c [B, H] -> the new c_new and h_new [B, H].
 template <typename scalar_t>
@@ -145,13 +163,10 @@ void lstm_forward_gates(const scalar_t* g, const scalar_t* b_hh, const scalar_t*
       scalar_t* hn_b = h_new + b * units;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
-        const scalar_t i = sigmoid(g_b[j] + b_hh[j]);
-        const scalar_t f = sigmoid(g_b[units + j] + b_hh[units + j]);
-        const scalar_t gg = std::tanh(g_b[2 * units + j] + b_hh[2 * units + j]);
-        const scalar_t o = sigmoid(g_b[3 * units + j] + b_hh[3 * units + j]);
-        const scalar_t cell = f * c_b[j] + i * gg;
+        const LstmGates<scalar_t> a = lstm_gates_at(g_b, b_hh, units, j);
+        const scalar_t cell = a.f * c_b[j] + a.i * a.g;
         cn_b[j] = cell;
-        hn_b[j] = o * std::tanh(cell);
+        hn_b[j] = a.o * std::tanh(cell);
       }
     }
   });
@@ -179,10 +194,8 @@ void lstm_backward_gates(const scalar_t* carried_h, scalar_t* carried_c, const s
       scalar_t* dg_b = dg + b * width;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
-        const scalar_t i = sigmoid(g_b[j] + b_hh[j]);
-        const scalar_t f = sigmoid(g_b[units + j] + b_hh[units + j]);
-        const scalar_t gg = std::tanh(g_b[2 * units + j] + b_hh[2 * units + j]);
-        const scalar_t o = sigmoid(g_b[3 * units + j] + b_hh[3 * units + j]);
+        const LstmGates<scalar_t> a = lstm_gates_at(g_b, b_hh, units, j);
+        const scalar_t i = a.i, f = a.f, gg = a.g, o = a.o;
         const scalar_t tc = std::tanh(c_b[j]);
         const scalar_t dh = ch_b[j] + go_b[j];
         const scalar_t dc = cc_b[j] + dh * o * (scalar_t(1) - tc * tc);
