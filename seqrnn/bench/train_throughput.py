@@ -2,16 +2,20 @@
 
 For every cell and size, on the same random binary batches ``[B, 784, 1]``, sequences per second of
 
-- ``stack``: the recurrent stack alone, forward + backward of the last output;
+- ``stack``: the recurrent stack alone on the path the model uses (``model.encode``: the pixel
+  through the input affine, folded into the fused kernels), forward + backward of the last
+  output;
 - ``plain``: the whole classifier in a plain PyTorch loop over the loader (fetch, forward,
   cross-entropy, backward, gradient clipping, Adam step): what a training step must compute;
 - ``lightning``: ``Trainer.fit`` on the same model and loader (no logger, no checkpoints, no
   progress bar), timed from one batch's end to the next, so data fetching, logging and the loop's
   own bookkeeping count.
 
-Each figure is from the median batch time after ``warmup`` batches, which keeps a shared
-machine's hiccups out. ``lightning / plain`` is Lightning's overhead; ``plain / stack`` what the
-rest of the model and the optimizer cost on top of the recurrence.
+The three are measured in interleaved rounds (stack, plain, lightning, stack, plain, ...), so a
+change in the machine's speed during the run touches all three alike; each figure is the median
+batch time over all rounds (after ``warmup`` batches a round), and ``lightning / plain`` is
+also given per round: its median and its spread (min, max) say whether a difference is real.
+``plain / stack`` is what the rest of the model and the optimizer cost on top of the recurrence.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from seqrnn.data import SequenceBatches
 from seqrnn.models import SequenceClassifier
 
 SIZES = ("1x32", "1x64", "1x128", "3x32")
-QUICK = {"batches": 2, "sizes": ("1x32", "3x32")}
+QUICK = {"batches": 2, "sizes": ("1x32", "3x32"), "rounds": 2}
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -61,11 +65,10 @@ def _batch_seconds(step, batches, dev: torch.device) -> list[float]:
 
 def stack_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[float]:
     dev = model.device
-    with torch.no_grad():
-        inputs = [model.input_proj(x.to(dev)) for x, _ in loader]
+    inputs = [x.to(dev) for x, _ in loader]
 
-    def step(v):
-        out, _ = model.stack(v)
+    def step(x):
+        out, _ = model.encode(x.float())
         out[:, -1].sum().backward()
 
     return _batch_seconds(step, inputs, dev)
@@ -121,8 +124,16 @@ def lightning_seconds(model: SequenceClassifier, loader: SequenceBatches) -> lis
     return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
 
 
+MEASURES = {"stack": stack_seconds, "plain": plain_seconds, "lightning": lightning_seconds}
+
+
 def run(
-    cells=("gru", "lstm"), sizes=SIZES, batch_size: int = 256, batches: int = 5, warmup: int = 1
+    cells=("gru", "lstm"),
+    sizes=SIZES,
+    batch_size: int = 256,
+    batches: int = 3,
+    warmup: int = 1,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """Measure every cell x size; returns ``{"rows": [...], ...}`` for the JSON report."""
     dev = device()
@@ -131,31 +142,42 @@ def run(
     for cell in cells:
         for size in sizes:
             layers, units = parse_size(size)
-            row: dict[str, Any] = {"cell": cell, "size": size}
-            for name, measure in (
-                ("stack", stack_seconds),
-                ("plain", plain_seconds),
-                ("lightning", lightning_seconds),
-            ):
+            models = {}
+            for name in MEASURES:
                 torch.manual_seed(0)
-                model = SequenceClassifier(
+                models[name] = SequenceClassifier(
                     cell=cell, units=units, layers=layers, head_batchnorm=True
                 ).to(dev)
-                seconds = measure(model, loader)[warmup:]
-                row[f"{name}_seq_s"] = round(batch_size / statistics.median(seconds), 1)
-            row["lightning_vs_plain"] = round(row["lightning_seq_s"] / row["plain_seq_s"], 3)
+            seconds: dict[str, list[float]] = {name: [] for name in MEASURES}
+            ratios = []
+            for _ in range(rounds):
+                medians = {}
+                for name, measure in MEASURES.items():
+                    times = measure(models[name], loader)[warmup:]
+                    seconds[name] += times
+                    medians[name] = statistics.median(times)
+                ratios.append(medians["plain"] / medians["lightning"])
+            row: dict[str, Any] = {"cell": cell, "size": size}
+            for name in MEASURES:
+                row[f"{name}_seq_s"] = round(batch_size / statistics.median(seconds[name]), 1)
+            row["lightning_vs_plain"] = round(statistics.median(ratios), 3)
+            row["lightning_vs_plain_min"] = round(min(ratios), 3)
+            row["lightning_vs_plain_max"] = round(max(ratios), 3)
             row["plain_vs_stack"] = round(row["plain_seq_s"] / row["stack_seq_s"], 3)
             rows.append(row)
             print(
                 f"{cell} {size}: stack {row['stack_seq_s']}, plain {row['plain_seq_s']}, "
-                f"lightning {row['lightning_seq_s']} sequences/s",
+                f"lightning {row['lightning_seq_s']} sequences/s; lightning/plain "
+                f"{row['lightning_vs_plain']} ({row['lightning_vs_plain_min']}-"
+                f"{row['lightning_vs_plain_max']})",
                 flush=True,
             )
     return {
         "batch_size": batch_size,
         "batches": batches,
         "warmup": warmup,
+        "rounds": rounds,
         "steps": 784,
-        "statistic": "median batch time",
+        "statistic": "median batch time over interleaved rounds; ratio: median, min, max",
         "rows": rows,
     }
