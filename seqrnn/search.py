@@ -116,7 +116,9 @@ class PruneOnValidation(Callback):
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat row per trial: number, state, value, seconds, epochs reached, and its params."""
+    """One flat row per trial: number, state, value, seconds, epochs reached, its params, what
+    it recorded (``attr_*``) and the minutes it took to each milestone (``min_to_*``, empty
+    where not reached)."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
         seconds = (
@@ -133,6 +135,10 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "epochs": max(trial.intermediate_values, default=None),
                 **trial.params,
                 **{f"attr_{k}": v for k, v in trial.user_attrs.items() if not isinstance(v, dict)},
+                **{
+                    f"min_to_{key}": "" if at is None else round(at["seconds"] / 60, 1)
+                    for key, at in (trial.user_attrs.get("milestones") or {}).items()
+                },
             }
         )
     return rows

@@ -101,6 +101,8 @@ def test_search_runs_its_trials_as_training_runs(searched):
         assert config["model"]["lr"] == pytest.approx(float(row["model.lr"]), rel=1e-5)
         assert config["data"]["batch_size"] == int(row["data.batch_size"])
         assert config["data"]["order"] == "row"
+        # minutes to each milestone, from the trial's results (none reached on random images)
+        assert row["min_to_val/acc>=0.9"] == "" and results["milestones"]["val/acc>=0.9"] is None
     best = yaml.safe_load((study_dir / "best.yaml").read_text())
     assert "task=classify" in best and any(o.startswith("model.lr=") for o in best)
     assert "best:   trial" in result.stdout
