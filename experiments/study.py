@@ -44,6 +44,7 @@ def grid_commands(cfg: DictConfig) -> list[tuple[list[str], list[Path]]]:
                 f"cell={','.join(cfg.cells)}",
                 f"size={size}",
                 f"callbacks.timer.duration={cfg.budgets[task][size]}",
+                *(cfg.get("size_overrides", {}).get(task, {}).get(size) or []),
                 "hydra/launcher=parallel",
                 f"hydra.sweep.dir={sweep_dir}",
                 "hydra.sweep.subdir=${task}-${cell}-${layers}x${units}",

@@ -14,6 +14,7 @@ def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
         "tasks=[classify,predict]",
         "sizes=[1x32,1x128]",
         'budgets.predict={1x32: "00:00:40:00", 1x128: "00:03:00:00"}',
+        'size_overrides={classify: {1x128: ["trainer.max_epochs=7", "model.lr=0.004"]}}',
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
@@ -23,6 +24,8 @@ def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
     assert "+experiment=predict_grid cell=gru,lstm size=1x128 " in sweeps[3]
     assert "callbacks.timer.duration=00:03:00:00" in sweeps[3]
     assert all("hydra/launcher=parallel" in line for line in sweeps)
+    assert "trainer.max_epochs=7 model.lr=0.004" in sweeps[1]  # classify 1x128 only
+    assert "trainer.max_epochs=7" not in sweeps[0] + sweeps[3]
     assert "shipped: nothing yet" in result.stdout
     assert not (tmp_path / "docs").exists()  # a dry run writes nothing
 
