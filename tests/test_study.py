@@ -14,6 +14,7 @@ def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
         "tasks=[classify,predict]",
         "sizes=[1x32,1x128]",
         'budgets.predict={1x32: "00:00:40:00", 1x128: "00:03:00:00"}',
+        'budgets.classify={1x32: "00:00:40:00"}',
         'size_overrides={classify: {1x128: ["trainer.max_epochs=7", "model.lr=0.004"]}}',
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -199,3 +199,12 @@ def test_enable_progress_bar_false_is_accepted(tiny_mnist, tmp_path):
     result = run_train(*overrides, "data.order=row", "trainer.enable_progress_bar=false")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/" in result.stdout
+
+
+def test_a_one_cycle_run_can_be_extended_by_resume(tiny_mnist, tmp_path):
+    overrides = [*tiny_overrides(tiny_mnist, tmp_path), "data.order=row"]
+    first = run_train(*overrides, "model.lr_schedule=onecycle", "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = run_train(f"resume={tmp_path}", "trainer.max_epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 3

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import lightning as L
@@ -34,6 +36,16 @@ class MilestoneSpec:
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
+
+
+def one_cycle(step: int, total: int, warmup: float) -> float:
+    """The one-cycle learning-rate factor at ``step`` of ``total``: linear from 1/25 to 1 over
+    the first ``warmup`` of the steps, then a half cosine from 1 to 0 at the last step."""
+    warm = max(1, int(warmup * total))
+    if step < warm:
+        return 1 / 25 + (1 - 1 / 25) * step / warm
+    progress = min(1.0, (step - warm) / max(1, total - 1 - warm))
+    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class SequenceModel(L.LightningModule):
@@ -175,14 +187,12 @@ class SequenceModel(L.LightningModule):
         if hp.lr_schedule == "none":
             return optimizer
         if hp.lr_schedule == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer,
-                max_lr=hp.lr,
-                total_steps=max(2, int(self.trainer.estimated_stepping_batches)),
-                pct_start=hp.lr_warmup,
-                anneal_strategy="cos",
-                cycle_momentum=False,  # Adam's betas stay as they are
-                three_phase=False,
+            # A LambdaLR keeps only its step count in checkpoints, not the plan: a run resumed
+            # with more epochs re-plans the cycle over its new length (OneCycleLR would stop
+            # with an error past its old total).
+            total = max(2, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, partial(one_cycle, total=total, warmup=hp.lr_warmup)
             )
             schedule = {"scheduler": scheduler, "interval": "step"}
             return {"optimizer": optimizer, "lr_scheduler": schedule}
