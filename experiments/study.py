@@ -145,7 +145,7 @@ def write_results(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> None:
-    for command, made in grid_commands(cfg):
+    for command, made in grid_commands(cfg) if cfg.train else []:
         execute(command, made, cfg.dry_run)
     shipped = ship(cfg)
     print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
@@ -153,7 +153,7 @@ def run(cfg: DictConfig) -> None:
     execute(report, [], cfg.dry_run)
     if shipped and not cfg.dry_run:
         print(f"results: {write_results(cfg)}", flush=True)
-    for command, made in study_commands(cfg, shipped):
+    for command, made in study_commands(cfg, shipped) if cfg.studies else []:
         execute(command, made, cfg.dry_run)
         study_dir = made[0].parent
         if study_dir.is_dir():  # the tables and figures that are shipped

@@ -54,3 +54,14 @@ def test_finished_runs_are_skipped_and_shipped(tmp_path):
     assert len(exports) == 2 and len(evaluations) == 2
     assert "ckpt=pretrained:classify-gru-1x32" in evaluations[0]
     assert "shipped: classify-gru-1x32, classify-lstm-1x32" in result.stdout
+    ship_only = run_entry(
+        "study",
+        "dry_run=true",
+        "train=false",
+        f"out={tmp_path / 'runs'}",
+        f"docs={tmp_path / 'docs'}",
+        f"pretrained={tmp_path / 'pretrained'}",
+    )
+    assert ship_only.returncode == 0, ship_only.stderr[-3000:]
+    assert "experiments.train" not in ship_only.stdout
+    assert "shipped: classify-gru-1x32, classify-lstm-1x32" in ship_only.stdout
