@@ -108,6 +108,15 @@ def test_search_runs_its_trials_as_training_runs(searched):
     assert "best:   trial" in result.stdout
 
 
+def test_enqueued_recipes_are_tried_first(tiny_mnist, tmp_path):
+    enqueue = "+search.enqueue=[{model.lr: 0.0042, data.batch_size: 64}]"
+    args = tiny_search_args(tiny_mnist, tmp_path, "trials=1", "workers=1", enqueue)
+    result = run_entry("search", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = list(csv.DictReader((tmp_path / "trials.csv").open()))
+    assert (float(row["model.lr"]), row["data.batch_size"]) == (0.0042, "64")
+
+
 def test_search_resumes_its_study(searched, tiny_mnist):
     study_dir, _ = searched
     before = counted_trials(open_study(study_dir / "study.db", "tiny", "maximize"))
