@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict:
         limit_test_batches=cfg.limit_batches,
     )
     metrics = evaluate_splits(trainer, model, datamodule)
-    evaluation = {"checkpoint": str(path), **describe_model(model, datamodule), **metrics}
+    evaluation = {"checkpoint": str(cfg.ckpt), **describe_model(model, datamodule), **metrics}
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / EVALUATION_FILE, evaluation)

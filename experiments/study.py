@@ -78,8 +78,10 @@ def ship(cfg: DictConfig) -> list[str]:
             evaluation.unlink(missing_ok=True)
         # the shipped numbers: re-computed from the shipped weights
         command = [*PYTHON, "experiments.evaluate", f"ckpt=pretrained:{name}"]
-        quiet = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
-        execute([*command, f"hydra.run.dir={target}", *quiet], [evaluation], cfg.dry_run)
+        evaluated = Path(cfg.out) / "evaluate" / name
+        execute([*command, f"hydra.run.dir={evaluated}"], [evaluation], cfg.dry_run)
+        if (evaluated / "evaluation.json").is_file() and not evaluation.is_file():
+            shutil.copy2(evaluated / "evaluation.json", evaluation)
         names.append(name)
     return names
 

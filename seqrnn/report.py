@@ -89,6 +89,7 @@ NOT_RECIPE = (
     "callbacks.progress_bar",
     "callbacks.lr_monitor",
     "callbacks.milestones",
+    "callbacks.divergence",
 )
 
 
@@ -148,6 +149,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _excluded(key: str) -> bool:
+    # a class path says which code ran, not how it was set
+    if key.endswith("_target_"):
+        return True
     return any(key == k or key.startswith(f"{k}.") for k in NOT_RECIPE)
 
 
@@ -191,14 +195,16 @@ def _summary(values: list[float], fmt: str) -> str:
 
 def tables(runs: list[Run]) -> dict[tuple[str, str, str], dict[str, list[Run]]]:
     """Runs by table ``(task, cell, data)``, then by column: a size (reference sizes first),
-    split by recipe where runs of the table differ in more than their seed
+    split by recipe where runs of that size differ in more than their seed
     (``"1x32 (lr=0.003)"``). Each column's runs are replicates."""
     grouped: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
         grouped[(run.task, run.cell, run.data)].append(run)
     ordered = {}
     for key in sorted(grouped):
-        labels = recipe_labels(grouped[key])
+        labels = {}
+        for size in {run.size for run in grouped[key]}:
+            labels |= recipe_labels([run for run in grouped[key] if run.size == size])
         columns: dict[tuple[int, str, str], list[Run]] = defaultdict(list)
         for run in grouped[key]:
             rank = REFERENCE_SIZES.index(run.size) if run.size in REFERENCE_SIZES else 99

@@ -163,3 +163,16 @@ def test_comparison_table_puts_each_shipped_run_beside_the_reference():
     predict = {"lstm-1x64": {"evaluation": {"test_loss": 0.09}, "results": record}}
     row = comparison_table(predict, "predict").splitlines()[2]
     assert row == "| LSTM 1x64 | 0.0900 | – | – | 12 | 30 | not reached |"
+
+
+def test_recipes_are_told_apart_within_a_size_only(tmp_path):
+    recipe_run(tmp_path, "a", 1, 0.001, 128, {"test_acc": 0.5})
+    other = recipe_run(tmp_path, "b", 1, 0.01, 256, {"test_acc": 0.7})
+    config = yaml.safe_load((other / ".hydra" / "config.yaml").read_text())
+    config.update(layers=3)
+    config["callbacks"] = {"divergence": {"_target_": "seqrnn.run_status.StopOnDivergence"}}
+    (other / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    results = json.loads((other / "results.json").read_text())
+    (other / "results.json").write_text(json.dumps({**results, "layers": 3}))
+    columns = tables(find_runs(tmp_path))[("classify", "gru", "pixel order")]
+    assert list(columns) == ["1x32", "3x32"]
