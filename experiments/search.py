@@ -95,8 +95,9 @@ def run(cfg: DictConfig) -> None:
         fail(f"workers={workers} is not allowed; it must be >= 1")
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
     space = OmegaConf.to_container(search.space, resolve=True)
-    if not study.trials and "search_worker" not in cfg:  # a new study: known recipes first
-        for params in OmegaConf.to_container(search.get("enqueue") or [], resolve=True):
+    known = search.get("enqueue")
+    if known and not study.trials and "search_worker" not in cfg:  # new study: known recipes
+        for params in OmegaConf.to_container(known, resolve=True):
             study.enqueue_trial(params)
 
     def objective(trial) -> float:

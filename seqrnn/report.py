@@ -86,6 +86,7 @@ NOT_RECIPE = (
     "trainer.enable_checkpointing",
     "trainer.log_every_n_steps",
     "callbacks.checkpoint",
+    "callbacks.last_checkpoint",
     "callbacks.progress_bar",
     "callbacks.lr_monitor",
     "callbacks.milestones",

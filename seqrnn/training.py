@@ -95,8 +95,10 @@ def train_and_evaluate(
     milestones = _milestones(trainer)
     status = run_status(trainer)
 
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    # the checkpoint callback that keeps the best (it has a monitor; last.ckpt's has none)
+    keepers = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    checkpoint = next((c for c in keepers if c.monitor is not None), None)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
     started = time.perf_counter()
     metrics = evaluate_splits(trainer, model, datamodule, ckpt_path=best or None)
     eval_seconds = time.perf_counter() - started

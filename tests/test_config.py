@@ -136,6 +136,7 @@ def test_debug_fast_limits_batches_and_keeps_no_checkpoints(tmp_path):
     cfg = compose_train(["debug=fast"], tmp_path)
     assert cfg.trainer.limit_train_batches <= 5 and cfg.trainer.limit_test_batches <= 5
     assert cfg.callbacks.checkpoint is None and not cfg.trainer.enable_checkpointing
+    assert cfg.callbacks.last_checkpoint is None
 
 
 def test_run_dirs_name_task_cell_size_and_carry_microseconds(tmp_path):
