@@ -28,20 +28,31 @@ def run_name(task: str, cell: str, size: str) -> str:
     return f"{task}-{cell}-{size}"
 
 
+def finished(cfg: DictConfig, task: str, cell: str, size: str) -> bool:
+    """A run is done when its dir holds results.json, or when it is shipped already (docs):
+    a fresh machine has no outputs/, and shipped runs are not trained again."""
+    name = run_name(task, cell, size)
+    return any(
+        (root / task / name / "results.json").is_file() for root in (Path(cfg.out), Path(cfg.docs))
+    )
+
+
 def grid_commands(cfg: DictConfig) -> list[tuple[list[str], list[Path]]]:
-    """``(command, results files it makes)``: one sweep per task and size, its cells in
-    parallel, each run in a fixed dir so that a re-run resumes it."""
+    """``(command, results files it makes)``: one sweep per task and size over the cells not
+    finished yet, in parallel, each run in a fixed dir so that a re-run resumes it."""
     commands = []
     for task in cfg.tasks:
         for size in cfg.sizes:
             sweep_dir = Path(cfg.out) / task
-            made = [sweep_dir / run_name(task, c, size) / "results.json" for c in cfg.cells]
+            left = [c for c in cfg.cells if not finished(cfg, task, c, size)]
+            cells = left or list(cfg.cells)  # (all finished: the command is shown as done)
+            made = [sweep_dir / run_name(task, c, size) / "results.json" for c in left]
             command = [
                 *PYTHON,
                 "experiments.train",
                 "-m",
                 f"+experiment={task}_grid",
-                f"cell={','.join(cfg.cells)}",
+                f"cell={','.join(cells)}",
                 f"size={size}",
                 f"callbacks.timer.duration={cfg.budgets[task][size]}",
                 *(cfg.get("size_overrides", {}).get(task, {}).get(size) or []),
@@ -74,7 +85,7 @@ def ship(cfg: DictConfig) -> list[str]:
                     shutil.copy2(run_dir / ".hydra" / part, target / part)
         if not weights.is_file() or weights.stat().st_mtime < results_file.stat().st_mtime:
             export = [*PYTHON, "experiments.export", str(run_dir), "--to", str(cfg.pretrained)]
-            execute(export, [], cfg.dry_run)
+            execute(export, None, cfg.dry_run)
             evaluation.unlink(missing_ok=True)
         # the shipped numbers: re-computed from the shipped weights
         command = [*PYTHON, "experiments.evaluate", f"ckpt=pretrained:{name}"]
@@ -116,9 +127,11 @@ def study_commands(cfg: DictConfig, shipped: list[str]) -> list[tuple[list[str],
     return commands
 
 
-def execute(command: list[str], made: list[Path], dry_run: bool) -> None:
+def execute(command: list[str], made: list[Path] | None, dry_run: bool) -> None:
+    """Run ``command`` unless it made ``made`` before (``made=[]``: nothing left to make;
+    ``None``: always run)."""
     shown = " ".join(command[2:])
-    if made and all(path.is_file() for path in made):
+    if made is not None and all(path.is_file() for path in made):
         print(f"done before: {shown}", flush=True)
         return
     print(f"$ python -m {shown}", flush=True)
@@ -152,7 +165,7 @@ def run(cfg: DictConfig) -> None:
     shipped = ship(cfg)
     print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
     report = [*PYTHON, "experiments.report", str(cfg.out), "--out", str(cfg.docs)]
-    execute(report, [], cfg.dry_run)
+    execute(report, None, cfg.dry_run)
     if shipped and not cfg.dry_run:
         print(f"results: {write_results(cfg)}", flush=True)
     for command, made in study_commands(cfg, shipped) if cfg.studies else []:

@@ -65,3 +65,22 @@ def test_finished_runs_are_skipped_and_shipped(tmp_path):
     assert ship_only.returncode == 0, ship_only.stderr[-3000:]
     assert "experiments.train" not in ship_only.stdout
     assert "shipped: classify-gru-1x32, classify-lstm-1x32" in ship_only.stdout
+
+
+def test_shipped_runs_are_not_trained_again_on_a_fresh_machine(tmp_path):
+    shipped = tmp_path / "docs" / "classify" / "classify-gru-1x128"
+    shipped.mkdir(parents=True)
+    (shipped / "results.json").write_text(json.dumps({"test_acc": 0.99}))
+    result = run_entry(
+        "study",
+        "dry_run=true",
+        f"out={tmp_path / 'runs'}",  # empty: a fresh machine
+        f"docs={tmp_path / 'docs'}",
+        "tasks=[classify]",
+        "sizes=[1x128,1x32]",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
+    assert sweeps[0].startswith("$ python -m experiments.train -m +experiment=classify_grid")
+    assert " cell=lstm size=1x128 " in sweeps[0]  # the GRU is shipped: only the LSTM trains
+    assert " cell=gru,lstm size=1x32 " in sweeps[1]
