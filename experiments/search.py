@@ -110,12 +110,9 @@ def run(cfg: DictConfig) -> None:
         OmegaConf.save(train_cfg, trial_dir / ".hydra" / "config.yaml")
         OmegaConf.save(OmegaConf.create(overrides), trial_dir / ".hydra" / "overrides.yaml")
         trial.set_user_attr("run_dir", str(trial_dir))
-        try:
-            results = build_and_train(
-                train_cfg, extra_callbacks=[PruneOnValidation(trial, search.monitor)]
-            )
-        finally:
-            write_trials(study, study_dir / "trials.csv")
+        results = build_and_train(
+            train_cfg, extra_callbacks=[PruneOnValidation(trial, search.monitor)]
+        )
         for key in ("epochs", "wall_seconds", "test_acc", "test_loss"):
             if key in results:
                 trial.set_user_attr(key, results[key])
