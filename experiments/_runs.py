@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,14 +18,26 @@ from experiments._cli import quiet_lightning
 
 
 def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Instantiate every part of ``cfg`` and run :func:`seqrnn.training.train_and_evaluate`.
+    """Instantiate every part of ``cfg`` and run :func:`seqrnn.training.train_and_evaluate`,
+    holding the run dir's lock (:mod:`seqrnn.run_lock`) throughout.
 
     ``extra_callbacks`` join the configured ones (e.g. a search's pruning callback)."""
+    from seqrnn.run_lock import run_lock
+
+    # One process per run dir; under data-parallel training the first process holds it.
+    run_dir = Path(cfg.paths.output_dir)
+    with run_lock(run_dir) if first_process() else contextlib.nullcontext():
+        return _build_and_train(cfg, extra_callbacks)
+
+
+def _build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any]) -> dict[str, Any]:
     import lightning as L
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from seqrnn.checkpoints import check_resumable
     from seqrnn.epoch_log import EpochLog
     from seqrnn.models import check_task_data
     from seqrnn.training import LAST_CHECKPOINT, RESULTS_FILE, train_and_evaluate
@@ -46,6 +60,8 @@ def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dic
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = instantiate(cfg.model, in_features=datamodule.features)
+    if last.is_file():  # before the trainer prints anything: a damaged one is one line
+        check_resumable(last, model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += list(extra_callbacks)
     # A live bar only on a terminal that asked for one; elsewhere one plain line per epoch.
@@ -56,17 +72,28 @@ def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dic
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=bar
     )
-    results = train_and_evaluate(
-        model,
-        datamodule,
-        trainer,
-        run_dir,
-        resume_from=last if last.is_file() else None,
-        extra_hparams={"seed": cfg.seed},
-    )
+    try:
+        results = train_and_evaluate(
+            model,
+            datamodule,
+            trainer,
+            run_dir,
+            resume_from=last if last.is_file() else None,
+            extra_hparams={"seed": cfg.seed},
+        )
+    except SIGTERMException:
+        # last.ckpt holds the run (LastCheckpoint saved it); no results.json, so a re-launch
+        # resumes it. The exit status says "not finished" to whatever launched it.
+        raise SystemExit(128 + signal.SIGTERM) from None
     if trainer.is_global_zero:
         print_outputs(run_dir, results)
     return results
+
+
+def first_process() -> bool:
+    """Whether this is the first (or only) process of the job: data-parallel launchers start
+    the others with their rank in the environment."""
+    return all(int(os.environ.get(key, "0")) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def threads_per_job() -> int | None:

@@ -88,7 +88,9 @@ def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         # Our own Lightning checkpoints hold plain Python objects beside the tensors.
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from err
+        # the first sentence: torch's zip reader goes on for a paragraph
+        reason = str(err).split(". ")[0].strip() or type(err).__name__
+        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint ({reason})") from err
     found = checkpoint.get("task") if isinstance(checkpoint, dict) else None
     if found not in TASKS:
         raise CheckpointError(f"{path} is not a seqrnn checkpoint (no task recorded in it)")
@@ -99,9 +101,43 @@ def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
     return checkpoint
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A file that ``torch.load`` cannot read (e.g. cut short by a copy)."""
+
+
+def newest_readable(folder: str | Path, other_than: str | Path) -> tuple[Path, int] | None:
+    """The most recently written checkpoint in ``folder`` that loads, but ``other_than``, with
+    its global step; None if there is none."""
+    candidates = sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in candidates:
+        if candidate.resolve() == Path(other_than).resolve():
+            continue
+        try:
+            checkpoint = read_checkpoint(candidate)
+        except CheckpointError:
+            continue
+        return candidate, int(checkpoint.get("global_step", 0))
+    return None
+
+
 def check_resumable(path: str | Path, model: SequenceModel) -> Path:
-    """Check that ``path`` is a checkpoint ``model`` can resume from; return it."""
-    hparams = read_checkpoint(path, model.task).get("hyper_parameters", {})
+    """Check that ``path`` is a checkpoint ``model`` can resume from; return it.
+
+    An unreadable one is named with the newest readable checkpoint beside it, which the user
+    may copy over it to go on from there."""
+    try:
+        checkpoint = read_checkpoint(path, model.task)
+    except UnreadableCheckpoint as err:
+        found = newest_readable(Path(path).parent, other_than=path)
+        offer = (
+            f"the newest readable checkpoint there is {found[0]} (step {found[1]}): copy it over "
+            f"{Path(path).name} to go on from it, or"
+            if found
+            else "no other checkpoint there is readable:"
+        )
+        message = f"cannot resume: {err}; {offer} delete it to start again"
+        raise UnreadableCheckpoint(message) from None
+    hparams = checkpoint.get("hyper_parameters", {})
     differ = [
         f"{key}={hparams.get(key)!r} (this run: {model.hparams[key]!r})"
         for key in _ARCHITECTURE_KEYS

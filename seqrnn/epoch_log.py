@@ -14,12 +14,17 @@ class EpochLog(Callback):
     ``epoch 3/20  train loss 0.2345 acc 0.9321 | val loss 0.2012 acc 0.9412 | 312 s, 176 seq/s``.
 
     The seconds are the epoch's wall time, validation included; sequences/s counts the training
-    sequences of the epoch over that time.
+    sequences of the epoch over that time (after a resume in the middle of an epoch: of the part
+    this session ran).
     """
 
     def __init__(self) -> None:
         self._started = 0.0
         self._sequences = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed in the middle of an epoch starts without an epoch start
+        self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started, self._sequences = time.perf_counter(), 0

@@ -25,6 +25,10 @@ class CheckpointError(SeqRNNError):
     """A checkpoint that does not exist or does not fit the job."""
 
 
+class RunDirBusy(SeqRNNError):
+    """Another live process is training into the same run dir."""
+
+
 def require_choice(name: str, value: object, allowed: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``allowed``; raise :class:`ConfigError` naming both."""
     allowed = tuple(allowed)

@@ -1,6 +1,11 @@
 """MNIST as sequences: IDX files, checksums, downloads, binarization and the LightningDataModule."""
 
-from seqrnn.data.datamodule import EVAL_SPLITS, MNISTSequenceDataModule, SequenceBatches
+from seqrnn.data.datamodule import (
+    EVAL_SPLITS,
+    MNISTSequenceDataModule,
+    SequenceBatches,
+    SequenceDataModule,
+)
 from seqrnn.data.dirichlet import DirichletSequenceDataModule
 from seqrnn.data.idx import parse_idx, read_bytes, write_idx
 from seqrnn.data.mnist import MNIST_FILES, MNIST_MD5, binarize, load_mnist, resolve_data_dir
@@ -12,6 +17,7 @@ __all__ = [
     "MNIST_MD5",
     "MNISTSequenceDataModule",
     "SequenceBatches",
+    "SequenceDataModule",
     "binarize",
     "load_mnist",
     "parse_idx",

@@ -6,7 +6,9 @@ from those tensors, never a per-sample collation, which would cost more than a s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -41,6 +43,10 @@ class EpochShuffle:
 class SequenceBatches:
     """An iterable of ``(x, y)`` batches sliced from in-memory tensors.
 
+    The loader is resumable: Lightning keeps its :meth:`state_dict` (the epoch and the batches
+    handed out so far) in every checkpoint and hands it back on resume, so a run resumed from a
+    mid-epoch checkpoint goes on with the next batch of the same order.
+
     Under data-parallel training each process (``rank`` of ``world_size``) takes every
     ``world_size``-th example, as PyTorch's DistributedSampler does: shuffled training shards
     drop the few examples that would make them unequal (every process must take the same number
@@ -73,6 +79,8 @@ class SequenceBatches:
         # Lightning looks for DataLoader's `sampler` (to call set_epoch) and `batch_sampler`.
         self.sampler = EpochShuffle(len(images), seed) if shuffle else None
         self.batch_sampler = None
+        self._served = 0  # batches the current pass has handed out
+        self._resume_at: tuple[int | None, int] | None = None  # (epoch, position) to go on from
 
     @property
     def shard_size(self) -> int:
@@ -102,15 +110,52 @@ class SequenceBatches:
             order = torch.cat([order, order[: size - n]])
         return order[self.rank : size : self.world_size]
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the current pass stands: ``{"epoch", "position"}`` (batches handed out).
+
+        Lightning prefetches nothing from a loader that has a length, so when it writes a
+        checkpoint every batch handed out has been trained on."""
+        return {"epoch": self._epoch(), "position": self._served}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next pass of the same epoch start at ``state["position"]``."""
+        self._resume_at = (state["epoch"], int(state["position"]))
+
+    def first(self, batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``batches`` batches of this epoch's order, leaving the pass's position (and
+        so the checkpoints) alone: for reading training batches between steps, e.g. to refresh
+        BatchNorm statistics before validation."""
+        return itertools.islice(self._pass(track=False), batches)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._pass(track=True)
+
+    def _epoch(self) -> int | None:
+        return self.sampler.epoch if self.sampler is not None else None
+
+    def _start(self) -> int:
+        """The batch a tracked pass starts at: a restored position of this same epoch, else 0."""
+        resume_at, self._resume_at = self._resume_at, None
+        if resume_at is None or resume_at[0] != self._epoch():
+            return 0
+        return min(resume_at[1], len(self))
+
+    def _pass(self, track: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator: the epoch and the start are read at the first batch, after Lightning
+        # has set the epoch and restored the position.
+        start = self._start() if track else 0
         order = self._indices()
-        for b in range(len(self)):
+        if track:
+            self._served = start
+        for b in range(start, len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.shard_size)
             if order is None:  # contiguous slice: a view, no gather
                 x, y = self.images[lo:hi], self.labels[lo:hi]
             else:
                 idx = order[lo:hi]
                 x, y = self.images[idx], self.labels[idx]
+            if track:
+                self._served = b + 1
             yield x.float(), y
 
 
@@ -122,7 +167,82 @@ def shard_of(trainer: L.Trainer | None) -> dict[str, int]:
     return {"rank": trainer.global_rank, "world_size": trainer.world_size}
 
 
-class MNISTSequenceDataModule(L.LightningDataModule):
+class SequenceDataModule(L.LightningDataModule):
+    """What every seqrnn DataModule is: ``train``, ``val`` and ``test`` splits of ``[N, T, F]``
+    uint8 sequences with ``[N]`` labels in memory (``self.splits``, filled by ``setup``), served
+    by :class:`SequenceBatches`.
+
+    Its :meth:`state_dict` holds the training loader's position, which Lightning keeps in every
+    checkpoint: a run resumed from a mid-epoch checkpoint goes on with the next batch. (Lightning
+    also stores a stateful loader's state itself, but restores it only when the loader is made
+    after the checkpoint is read; the one-cycle schedule asks for the epoch length, and so
+    for the loader, before that.)
+
+    Subclasses set ``batch_size``, ``eval_batch_size`` and ``seed`` and describe their data with
+    ``family``, ``order``, ``features`` and ``description``.
+    """
+
+    family: str
+    order: str
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_loader: SequenceBatches | None = None
+        self._train_position: dict[str, Any] | None = None  # restored before the loader exists
+
+    @property
+    def features(self) -> int:
+        """Inputs per step F."""
+        raise NotImplementedError
+
+    @property
+    def description(self) -> str:
+        """What reports call this data."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> SequenceBatches:
+        loader = SequenceBatches(
+            *self.splits["train"], self.batch_size, shuffle=True, seed=self.seed, **self._shard()
+        )
+        if self._train_position is not None:
+            loader.load_state_dict(self._train_position)
+            self._train_position = None
+        self._train_loader = loader
+        return loader
+
+    def val_dataloader(self) -> SequenceBatches:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> list[SequenceBatches]:
+        """The final evaluation: unshuffled loaders over the whole train, val and test splits, in
+        ``EVAL_SPLITS`` order (a model's ``test_step`` names its metrics by that order)."""
+        return [self._eval_loader(split) for split in EVAL_SPLITS]
+
+    def state_dict(self) -> dict[str, Any]:
+        loader = self._train_loader
+        return {"train_position": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        position = state_dict.get("train_position")
+        if position is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(position)
+        else:
+            self._train_position = position
+
+    def _eval_loader(self, split: str) -> SequenceBatches:
+        return SequenceBatches(*self.splits[split], self.eval_batch_size, **self._shard())
+
+    def _shard(self) -> dict[str, int]:
+        return shard_of(self.trainer)
+
+
+class MNISTSequenceDataModule(SequenceDataModule):
     """Binarized MNIST read pixel by pixel (``[B, 784, 1]``) or row by row (``[B, 28, 28]``).
 
     Splits: the first ``N - val_size`` training images train, the last ``val_size`` validate
@@ -162,7 +282,6 @@ class MNISTSequenceDataModule(L.LightningDataModule):
         self.batch_size = require_int("data.batch_size", batch_size, 1)
         self.eval_batch_size = require_int("data.eval_batch_size", eval_batch_size, 1)
         self.download, self.verify, self.seed = download, verify, seed
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.image_shape = (28, 28)  # updated from the files in setup()
 
     @property
@@ -206,25 +325,6 @@ class MNISTSequenceDataModule(L.LightningDataModule):
             "val": (train_x[cut:], train_y[cut:]),
             "test": (test_x, test_y),
         }
-
-    def train_dataloader(self) -> SequenceBatches:
-        return SequenceBatches(
-            *self.splits["train"], self.batch_size, shuffle=True, seed=self.seed, **self._shard()
-        )
-
-    def val_dataloader(self) -> SequenceBatches:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> list[SequenceBatches]:
-        """The final evaluation: unshuffled loaders over the whole train, val and test splits, in
-        ``EVAL_SPLITS`` order (a model's ``test_step`` names its metrics by that order)."""
-        return [self._eval_loader(split) for split in EVAL_SPLITS]
-
-    def _eval_loader(self, split: str) -> SequenceBatches:
-        return SequenceBatches(*self.splits[split], self.eval_batch_size, **self._shard())
-
-    def _shard(self) -> dict[str, int]:
-        return shard_of(self.trainer)
 
     def _as_sequences(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, H, W]`` -> ``[N, T, F]`` for the configured order (a view, no copy)."""

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lightning as L
 import torch
 
-from seqrnn.data.datamodule import EVAL_SPLITS, SequenceBatches, shard_of
+from seqrnn.data.datamodule import EVAL_SPLITS, SequenceDataModule
 from seqrnn.errors import ConfigError, require_int
 
 
@@ -93,7 +92,7 @@ def bayes_predictive(symbols: torch.Tensor, alpha: Sequence[float], period: int)
     return probs
 
 
-class DirichletSequenceDataModule(L.LightningDataModule):
+class DirichletSequenceDataModule(SequenceDataModule):
     """Sequences of the Dirichlet-categorical process, as a LightningDataModule.
 
     Args:
@@ -134,7 +133,6 @@ class DirichletSequenceDataModule(L.LightningDataModule):
         self.batch_size = require_int("data.batch_size", batch_size, 1)
         self.eval_batch_size = require_int("data.eval_batch_size", eval_batch_size, 1)
         self.seed = seed
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def symbols(self) -> int:
@@ -166,20 +164,3 @@ class DirichletSequenceDataModule(L.LightningDataModule):
                 symbols.to(torch.uint8).unsqueeze(-1),
                 torch.zeros(len(symbols), dtype=torch.long),
             )
-
-    def train_dataloader(self) -> SequenceBatches:
-        return SequenceBatches(
-            *self.splits["train"], self.batch_size, shuffle=True, seed=self.seed, **self._shard()
-        )
-
-    def val_dataloader(self) -> SequenceBatches:
-        return SequenceBatches(*self.splits["val"], self.eval_batch_size, **self._shard())
-
-    def test_dataloader(self) -> list[SequenceBatches]:
-        return [
-            SequenceBatches(*self.splits[s], self.eval_batch_size, **self._shard())
-            for s in EVAL_SPLITS
-        ]
-
-    def _shard(self) -> dict[str, int]:
-        return shard_of(self.trainer)

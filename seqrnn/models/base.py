@@ -215,7 +215,11 @@ class SequenceModel(L.LightningModule):
         loader = self.trainer.train_dataloader
         if self.trainer.sanity_checking or loader is None or not self.hparams.bn_refresh_batches:
             return
-        batches = itertools.islice(loader, self.hparams.bn_refresh_batches)
+        n = self.hparams.bn_refresh_batches
+        # seqrnn's loaders read the first batches without moving the position that
+        # mid-epoch checkpoints record; any other iterable is simply iterated
+        first = getattr(loader, "first", None)
+        batches = first(n) if first is not None else itertools.islice(loader, n)
         refresh_batchnorm_statistics(self, batches, lambda batch: self(batch[0].to(self.device)))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

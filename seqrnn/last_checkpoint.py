@@ -1,0 +1,79 @@
+"""``checkpoints/last.ckpt``: the checkpoint a stopped run goes on from (``resume=<run dir>``).
+
+Written at the end of every epoch, every few minutes of training in between (with the batch
+loader's position, so the resumed run sees the batches the uninterrupted one would have), and
+when the process is told to stop (SIGTERM: a cluster's preemption or time limit, ``kill``).
+Always through a temporary file and a rename, so a kill during the write leaves the previous
+``last.ckpt`` whole.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+LAST_NAME = "last.ckpt"
+
+
+class LastCheckpoint(Callback):
+    """Keep ``<dirpath>/last.ckpt`` up to date for resuming.
+
+    Args:
+        dirpath: the folder of the checkpoint (``<run dir>/checkpoints``).
+        every_minutes: also write it after the training batch that ends this many minutes
+            since the last write (mid-epoch); ``None`` or 0: at epoch ends only.
+    """
+
+    def __init__(self, dirpath: str | Path, every_minutes: float | None = 5.0) -> None:
+        if every_minutes is not None and every_minutes < 0:
+            raise ValueError(f"every_minutes={every_minutes} must be >= 0 or null")
+        self.path = Path(dirpath) / LAST_NAME
+        self.every_seconds = 60.0 * every_minutes if every_minutes else None
+        self._saved_at = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved_at = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_seconds is None:
+            return
+        due = time.monotonic() - self._saved_at >= self.every_seconds
+        # every process must take part in a save: rank 0's clock decides for all
+        if trainer.strategy.broadcast(due):
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After validation, so the checkpoint holds what the best-checkpoint and early-stopping
+        # callbacks made of this epoch's validation.
+        self.save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # Lightning turns SIGTERM into this exception at the end of the current batch, where
+        # the model, optimizer and loader agree with each other.
+        if not isinstance(exception, SIGTERMException):
+            return
+        self.save(trainer)
+        if trainer.is_global_zero:
+            print(
+                f"stopped by SIGTERM at epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step}: saved {self.path}; resume=<run dir> goes on from it",
+                flush=True,
+            )
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write the trainer's full state to ``last.ckpt`` (a temporary file, then a rename)."""
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(temporary)
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+        trainer.strategy.barrier("last_checkpoint")
+        self._saved_at = time.monotonic()

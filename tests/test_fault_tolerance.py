@@ -1,0 +1,228 @@
+"""Long runs survive being stopped: mid-epoch checkpoints with the loader's position (SIGKILL,
+SIGTERM), whole last.ckpt files, one process per run dir, a clear line for a damaged last.ckpt."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import PROJECT_ROOT, run_train, tiny_overrides
+
+from seqrnn.data import SequenceBatches
+from seqrnn.run_lock import LOCK_FILE, run_lock
+
+# A callback that signals its own process at the end of one training batch (0-based epoch and
+# batch); it runs after LastCheckpoint, which writes last.ckpt after every batch in these runs.
+SIGNALLER = textwrap.dedent(
+    """
+    import os, signal
+    from lightning.pytorch.callbacks import Callback
+
+    class SignalAt(Callback):
+        def __init__(self, epoch, batch, signal_name):
+            self.at, self.signum = (epoch, batch), getattr(signal, signal_name)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if (trainer.current_epoch, batch_idx) == self.at:
+                os.kill(os.getpid(), self.signum)
+    """
+)
+
+# 80 training images in batches of 16: 5 steps an epoch, 2 epochs; a checkpoint every batch.
+SETTINGS = [
+    "data.order=row",
+    "trainer.max_epochs=2",
+    "threads=1",
+    "callbacks.last_checkpoint.every_minutes=1e-9",
+]
+
+
+def signal_at(epoch: int, batch: int, name: str) -> list[str]:
+    return [
+        "+callbacks.signal._target_=signaller.SignalAt",
+        f"+callbacks.signal.epoch={epoch}",
+        f"+callbacks.signal.batch={batch}",
+        f"+callbacks.signal.signal_name={name}",
+    ]
+
+
+@pytest.fixture
+def signaller(tmp_path, monkeypatch):
+    folder = tmp_path / "helpers"
+    folder.mkdir()
+    (folder / "signaller.py").write_text(SIGNALLER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(PROJECT_ROOT)]))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_mnist, tmp_path_factory):
+    """The run trained without a break: the weights a stopped and resumed run must end with."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    result = run_train(*tiny_overrides(tiny_mnist, run_dir), *SETTINGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+def assert_same_weights(run_dir, reference_dir):
+    got, expected = weights(run_dir), weights(reference_dir)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_run_killed_mid_epoch_resumes_at_the_next_batch(
+    tiny_mnist, tmp_path, signaller, straight_run
+):
+    run_dir = tmp_path / "run"
+    killed = run_train(*tiny_overrides(tiny_mnist, run_dir), *SETTINGS, *signal_at(1, 2, "SIGKILL"))
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "results.json").exists()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    # in the middle of the second epoch: 5 + 3 steps, the loader 3 batches into epoch 1
+    assert saved["global_step"] == 8
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "position": 3}
+    ]
+    trained_before = saved["callbacks"]["Timer"]["time_elapsed"]["train"]
+
+    resumed = run_train(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the killed run's lock was left behind; the resumed run takes it over
+    assert "taking over the lock" in resumed.stderr
+    assert_same_weights(run_dir, straight_run)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epochs"] == 2 and results["status"] == "completed"
+    assert results["wall_seconds"] >= trained_before  # both sessions' training counted
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_unfinished(
+    tiny_mnist, tmp_path, signaller, straight_run
+):
+    run_dir = tmp_path / "run"
+    overrides = [*SETTINGS[:-1], "callbacks.last_checkpoint.every_minutes=null"]
+    stopped = run_train(
+        *tiny_overrides(tiny_mnist, run_dir), *overrides, *signal_at(0, 1, "SIGTERM")
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM at epoch 1, step 2" in stopped.stdout
+    assert not (run_dir / "results.json").exists()
+    # no time-based or epoch-end checkpoint came before: the SIGTERM one is the only one
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+    resumed = run_train(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "taking over" not in resumed.stderr  # the stopped run released its lock
+    assert_same_weights(run_dir, straight_run)
+
+
+def test_a_second_process_in_a_busy_run_dir_exits_2_naming_the_holder(tiny_mnist, tmp_path):
+    hold = (
+        "import time\nfrom seqrnn.run_lock import run_lock\n"
+        f"with run_lock({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_train(*tiny_overrides(tiny_mnist, tmp_path), "debug=fast")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"run dir {tmp_path} is in use by host " in lines[0]
+    assert f"pid {holder.pid}" in lines[0]
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_the_lock_is_released_on_the_way_out(tmp_path):
+    with run_lock(tmp_path):
+        assert (tmp_path / LOCK_FILE).read_text().startswith("host ")
+    assert (tmp_path / LOCK_FILE).read_text() == ""
+    with run_lock(tmp_path):  # free again, nothing to take over
+        pass
+
+
+def test_an_unreadable_last_checkpoint_names_the_newest_readable_one(tiny_mnist, tmp_path):
+    first = run_train(
+        *tiny_overrides(tiny_mnist, tmp_path), "data.order=row", "trainer.max_epochs=1"
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+    result = run_train(f"resume={tmp_path}", "trainer.max_epochs=2")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"{last} is not a readable checkpoint" in lines[0]
+    assert (
+        f"the newest readable checkpoint there is {tmp_path / 'checkpoints' / 'best.ckpt'}"
+        in lines[0]
+    )
+
+
+def test_a_resumed_loader_goes_on_from_its_position():
+    images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1)
+    loader = SequenceBatches(images, torch.arange(10), batch_size=3, shuffle=True, seed=1)
+    loader.sampler.set_epoch(4)
+    whole = [y.tolist() for _, y in loader]
+    state = None
+    for i, _ in enumerate(loader):
+        if i == 1:
+            state = loader.state_dict()
+            break
+    assert state == {"epoch": 4, "position": 2}
+    fresh = SequenceBatches(images, torch.arange(10), batch_size=3, shuffle=True, seed=1)
+    fresh.load_state_dict(state)
+    fresh.sampler.set_epoch(4)
+    assert [y.tolist() for _, y in fresh] == whole[2:]
+    assert [y.tolist() for _, y in fresh] == whole  # the next pass starts at the beginning
+    # a position of another epoch does not apply (an epoch-end checkpoint, resumed in the next)
+    fresh.load_state_dict(state)
+    fresh.sampler.set_epoch(5)
+    assert len(list(fresh)) == len(whole)
+    # reading the first batches (BatchNorm refresh) leaves the position alone
+    fresh.sampler.set_epoch(4)
+    iterator = iter(fresh)
+    next(iterator)
+    list(fresh.first(2))
+    assert fresh.state_dict() == {"epoch": 4, "position": 1}
+
+
+class FailingSave:
+    """A trainer whose checkpoint write dies half-way, as a kill during the write would."""
+
+    is_global_zero = True
+
+    class strategy:  # noqa: N801 - stands in for trainer.strategy
+        @staticmethod
+        def barrier(name=None):
+            pass
+
+    def save_checkpoint(self, path):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpo")
+        raise OSError("killed during the write")
+
+
+def test_a_write_that_dies_leaves_the_previous_last_checkpoint_whole(tmp_path):
+    from seqrnn.last_checkpoint import LastCheckpoint
+
+    callback = LastCheckpoint(tmp_path, every_minutes=None)
+    (tmp_path / "last.ckpt").write_bytes(b"the whole previous checkpoint")
+    with pytest.raises(OSError, match="killed during the write"):
+        callback.save(FailingSave())
+    assert (tmp_path / "last.ckpt").read_bytes() == b"the whole previous checkpoint"
