@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
+from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXIT_USAGE = 2
+# The data settings a model was trained with, which its checkpoint keeps: a study or an
+# evaluation reads the images the same way.
+TRAINED_DATA_KEYS = ("order", "threshold", "val_size")
 
 
 def fail(message: str) -> None:
@@ -140,6 +145,25 @@ def prepare_argv(argv: list[str], required: dict[str, str] | None = None) -> lis
         if not any(token.startswith(f"{key}=") for token in argv):
             fail(f"{key}=<run dir or .ckpt> is required: {what}")
     return expand_resume(argv)
+
+
+def launch(main: Callable[[], Any], required: dict[str, str] | None = None) -> None:
+    """Run a Hydra ``main`` on this process's command line, checked and expanded by
+    :func:`prepare_argv` (``required``: see there)."""
+    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:], required)]
+    main()
+
+
+def trained_data(cfg: DictConfig, trained_on: dict[str, Any], **fixed: Any):
+    """The DataModule of ``cfg.data``, set up, reading the images as the checkpoint's model was
+    trained on them (``trained_on``: its order, threshold and validation size) unless ``fixed``
+    says otherwise. Where the files are comes from ``cfg``."""
+    from hydra.utils import instantiate
+
+    settings = {key: trained_on[key] for key in TRAINED_DATA_KEYS if key in trained_on}
+    datamodule = instantiate(cfg.data, **{**settings, **fixed})
+    datamodule.setup()
+    return datamodule
 
 
 def print_study_outputs(out_dir: Path, report: dict, results: list[str]) -> None:

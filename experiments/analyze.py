@@ -12,45 +12,27 @@ Writes analysis.json, figures/*.png and TensorBoard logs into outputs/analyze/<s
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import prepare_argv, print_study_outputs, user_errors
+from experiments._cli import launch, print_study_outputs, trained_data, user_errors
 
 TASKS = ("classify", "dirichlet")
 
 
 def run(cfg: DictConfig) -> dict:
-    import torch
-    from hydra.utils import instantiate
-
     from seqrnn.analysis import analyze_classifier, analyze_symbols
-    from seqrnn.checkpoints import load_model, read_checkpoint, resolve_checkpoint
+    from seqrnn.checkpoints import load_trained
     from seqrnn.data import DirichletSequenceDataModule
-    from seqrnn.errors import CheckpointError
 
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = resolve_checkpoint(cfg.ckpt)
-    checkpoint = read_checkpoint(path)
-    task = checkpoint["task"]
-    if task not in TASKS:
-        raise CheckpointError(
-            f"checkpoint {path} belongs to task={task}; analyze takes task=classify or "
-            "task=dirichlet (for task=predict: experiments.complete and experiments.inpaint)"
-        )
-    model = load_model(path, task, device)
-    trained_on = checkpoint.get("datamodule_hyper_parameters", {})
+    # (for task=predict: experiments.complete and experiments.inpaint)
+    model, path, trained_on = load_trained(cfg.ckpt, TASKS, "analyze", cfg.device)
+    task = model.task
     out_dir = Path(cfg.paths.output_dir)
     if task == "classify":
-        order = trained_on.get("order", "pixel")
-        threshold = trained_on.get("threshold", cfg.data.threshold)
-        datamodule = instantiate(cfg.data, order=order, threshold=threshold)
-        datamodule.setup()
+        datamodule = trained_data(cfg, trained_on)
         images, labels = datamodule.splits["test"]
         if cfg.count:
             images, labels = images[: cfg.count], labels[: cfg.count]
@@ -85,8 +67,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [
-        sys.argv[0],
-        *prepare_argv(sys.argv[1:], required={"ckpt": "a task=classify or dirichlet model"}),
-    ]
-    main()
+    launch(main, required={"ckpt": "a task=classify or dirichlet model"})

@@ -9,41 +9,21 @@ Writes completion.json, summary.md, figures/*.png and TensorBoard logs into its 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import prepare_argv, print_study_outputs, user_errors
-
-
-def load_predictor(cfg: DictConfig):
-    """The ``task=predict`` model of ``cfg.ckpt`` on ``cfg.device``, and the MNIST DataModule
-    (set up) binarized as that model was trained: ``(model, datamodule, checkpoint path)``."""
-    import torch
-    from hydra.utils import instantiate
-
-    from seqrnn.checkpoints import load_model, read_checkpoint, resolve_checkpoint
-
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = resolve_checkpoint(cfg.ckpt)
-    trained_on = read_checkpoint(path, "predict").get("datamodule_hyper_parameters", {})
-    model = load_model(path, "predict", device)
-    # Where the files are comes from this config; how they were binarized, from the checkpoint.
-    threshold = trained_on.get("threshold", cfg.data.threshold)
-    datamodule = instantiate(cfg.data, order="pixel", threshold=threshold)
-    datamodule.setup()
-    return model, datamodule, path
+from experiments._cli import launch, print_study_outputs, trained_data, user_errors
 
 
 def run(cfg: DictConfig) -> dict:
+    from seqrnn.checkpoints import load_trained
     from seqrnn.completion import check_horizons, run_study
 
     check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
-    model, datamodule, path = load_predictor(cfg)
+    model, path, trained_on = load_trained(cfg.ckpt, ("predict",), "complete", cfg.device)
+    datamodule = trained_data(cfg, trained_on, order="pixel")
     images, labels = datamodule.splits["test"]
     out_dir = Path(cfg.paths.output_dir)
     report = run_study(
@@ -77,8 +57,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [
-        sys.argv[0],
-        *prepare_argv(sys.argv[1:], required={"ckpt": "the task=predict model to complete with"}),
-    ]
-    main()
+    launch(main, required={"ckpt": "the task=predict model to complete with"})

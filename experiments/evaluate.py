@@ -10,45 +10,27 @@ its own dir (``outputs/evaluate/<stamp>``), so any shipped number can be checked
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import prepare_argv, quiet_lightning, user_errors
+from experiments._cli import launch, quiet_lightning, trained_data, user_errors
 
 EVALUATION_FILE = "evaluation.json"
-# the data settings a model was trained with, taken from its checkpoint
-TRAINED_DATA_KEYS = ("order", "threshold", "val_size")
 
 
 def run(cfg: DictConfig) -> dict:
     import lightning as L
-    import torch
-    from hydra.utils import instantiate
 
-    from seqrnn.checkpoints import load_model, read_checkpoint, resolve_checkpoint
-    from seqrnn.errors import CheckpointError
-    from seqrnn.training import describe_model, evaluate_splits, write_json_atomic
+    from seqrnn.checkpoints import load_trained, resolve_device
+    from seqrnn.files import write_json_atomic
+    from seqrnn.training import describe_model, evaluate_splits
 
     quiet_lightning()
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = resolve_checkpoint(cfg.ckpt)
-    checkpoint = read_checkpoint(path)
-    task = checkpoint["task"]
-    if task not in ("classify", "predict"):
-        raise CheckpointError(
-            f"checkpoint {path} belongs to task={task}; evaluate takes task=classify or "
-            "task=predict (MNIST) checkpoints"
-        )
-    model = load_model(path, task)
-    trained_on = checkpoint.get("datamodule_hyper_parameters", {})
-    datamodule = instantiate(
-        cfg.data, **{key: trained_on[key] for key in TRAINED_DATA_KEYS if key in trained_on}
-    )
+    device = resolve_device(cfg.device)
+    model, path, trained_on = load_trained(cfg.ckpt, ("classify", "predict"), "evaluate", device)
+    datamodule = trained_data(cfg, trained_on)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
@@ -82,8 +64,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [
-        sys.argv[0],
-        *prepare_argv(sys.argv[1:], required={"ckpt": "the checkpoint to evaluate"}),
-    ]
-    main()
+    launch(main, required={"ckpt": "the checkpoint to evaluate"})

@@ -10,20 +10,20 @@ run dir (``outputs/inpaint/<stamp>``) and prints where they went.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import prepare_argv, print_study_outputs, user_errors
-from experiments.complete import load_predictor
+from experiments._cli import launch, print_study_outputs, trained_data, user_errors
 
 
 def run(cfg: DictConfig) -> dict:
+    from seqrnn.checkpoints import load_trained
     from seqrnn.inpainting import KINDS, build_set, check_hidden_counts, load_set, run_study
 
-    model, datamodule, path = load_predictor(cfg)
+    model, path, trained_on = load_trained(cfg.ckpt, ("predict",), "inpaint", cfg.device)
+    datamodule = trained_data(cfg, trained_on, order="pixel")
     if cfg.dataset in KINDS:
         images, labels = datamodule.splits["test"]
         dataset = build_set(images, labels, cfg.dataset, cfg.count, cfg.placement, cfg.seed)
@@ -53,8 +53,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [
-        sys.argv[0],
-        *prepare_argv(sys.argv[1:], required={"ckpt": "the task=predict model to in-paint with"}),
-    ]
-    main()
+    launch(main, required={"ckpt": "the task=predict model to in-paint with"})

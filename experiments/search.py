@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import fail, prepare_argv, user_errors
+from experiments._cli import fail, launch, user_errors
 
 STUDY_FILE = "study.db"
 WORKER_KEY = "+search_worker"  # set on the extra worker processes a search starts
@@ -159,5 +159,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
-    main()
+    launch(main)

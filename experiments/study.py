@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import prepare_argv, user_errors
+from experiments._cli import launch, user_errors
 
 PYTHON = [sys.executable, "-m"]
 
@@ -188,5 +188,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
-    main()
+    launch(main)

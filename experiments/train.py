@@ -12,12 +12,10 @@ them to :func:`seqrnn.training.train_and_evaluate`.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import prepare_argv, user_errors
+from experiments._cli import launch, user_errors
 from experiments._runs import build_and_train
 
 
@@ -30,5 +28,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
-    main()
+    launch(main)

@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 
 from seqrnn.data.dirichlet import bayes_predictive, generate
 from seqrnn.figures import save_figures
+from seqrnn.files import write_json_atomic
 from seqrnn.models import SequenceClassifier, SymbolPredictor
 from seqrnn.nn import reference_forward
-from seqrnn.training import write_json_atomic
 
 
 @torch.no_grad()

@@ -148,9 +148,28 @@ def check_resumable(path: str | Path, model: SequenceModel) -> Path:
     return Path(path)
 
 
-def load_model(path: str | Path, task: str, device: str | torch.device = "cpu") -> SequenceModel:
-    """The model of checkpoint (or run dir) ``path``, of ``task``, in eval mode on ``device``."""
-    path = resolve_checkpoint(path)
-    read_checkpoint(path, task)
-    model = TASKS[task].load_from_checkpoint(path, map_location=device)
-    return model.eval()
+def resolve_device(device: str) -> str:
+    """``"auto"``: ``"cuda"`` when there is a GPU, else ``"cpu"``; any other name as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_trained(
+    ckpt: str | Path, tasks: tuple[str, ...], job: str, device: str = "auto"
+) -> tuple[SequenceModel, Path, dict[str, Any]]:
+    """The model of checkpoint (run dir, or ``pretrained:NAME``) ``ckpt`` for a ``job`` that
+    takes models of ``tasks``: ``(model in eval mode on device, checkpoint file, the data
+    settings it was trained with)``.
+
+    Raises:
+        CheckpointError: no such checkpoint, or one of a task ``job`` does not take.
+    """
+    path = resolve_checkpoint(ckpt)
+    checkpoint = read_checkpoint(path, tasks[0] if len(tasks) == 1 else None)
+    task = checkpoint["task"]
+    if task not in tasks:
+        allowed = " or ".join(f"task={t}" for t in tasks)
+        raise CheckpointError(f"checkpoint {path} belongs to task={task}; {job} takes {allowed}")
+    model = TASKS[task].load_from_checkpoint(path, map_location=resolve_device(device)).eval()
+    return model, path, checkpoint.get("datamodule_hyper_parameters", {})

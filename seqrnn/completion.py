@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 
 from seqrnn.errors import ConfigError, require_int
 from seqrnn.figures import SIDE, image_grid, render, save_figures
+from seqrnn.files import write_json_atomic
 from seqrnn.models import NextPixelPredictor
-from seqrnn.training import write_json_atomic
 
 
 @dataclass

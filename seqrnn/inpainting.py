@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 
 from seqrnn.errors import ConfigError, DataError, require_choice, require_int
 from seqrnn.figures import crop_around, image_grid, render, render_posterior, save_figures
+from seqrnn.files import write_json_atomic
 from seqrnn.models import NextPixelPredictor
-from seqrnn.training import write_json_atomic
 
 SIDE = 28
 KINDS = {"one_pixel": 1, "two_by_two": 2}  # kind -> side of the hidden square

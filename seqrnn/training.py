@@ -5,9 +5,6 @@ Plain objects in, plain dict out; the Hydra entry point ``experiments.train`` bu
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,28 +16,13 @@ from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from seqrnn.checkpoints import check_resumable
 from seqrnn.data import EVAL_SPLITS
+from seqrnn.files import write_json_atomic
 from seqrnn.milestones import Milestones
 from seqrnn.models import SequenceModel
 from seqrnn.run_status import run_status
 
 RESULTS_FILE = "results.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-
-
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as JSON through a temporary file and a rename: readers never see half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def run_hparams(
