@@ -1,5 +1,6 @@
 """The benchmarks run, and their baselines compute what they claim to (speed is not tested)."""
 
+import pytest
 import torch
 
 from seqrnn.bench import sampling, train_throughput
@@ -15,20 +16,38 @@ def test_naive_sampler_draws_what_the_carried_state_sampler_draws():
     assert torch.equal(carried.pixels, naive)
 
 
-def test_sampling_benchmark_reports_both_ways():
+def test_sampling_speedup_is_the_quotient_of_the_measured_times(monkeypatch):
+    # the naive way timed at 3 s, the carried way at 1.5 s (and 0.5 s at 128 units)
+    seconds = iter([1.5, 3.0, 0.5])
+    monkeypatch.setattr(sampling, "timed", lambda fn, dev: next(seconds))
     report = sampling.run(units=8, images=2, samples=2, prefix=10, steps=3)
-    first = report["rows"][0]
-    assert first["naive_s"] > 0 and first["carried_s"] > 0 and first["speedup"] > 0
-    assert report["rows"][1]["units"] == 128
+    small, wide = report["rows"]
+    assert (small["units"], small["carried_s"], small["naive_s"]) == (8, 1.5, 3.0)
+    assert small["speedup"] == 2.0
+    assert (wide["units"], wide["carried_s"]) == (128, 0.5) and "speedup" not in wide
+
+
+def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
+    import json
+
+    from experiments.bench import main
+
+    main(["sampling", "--quick", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "sampling.json").read_text())
+    assert {"benchmark", "machine", "seconds", "rows"} <= set(report)
+    assert report["benchmark"] == "sampling"
+    assert {"device", "torch", "threads"} <= set(report["machine"])
+    assert f"wrote {tmp_path / 'sampling.json'}" in capsys.readouterr().out
 
 
 def test_train_throughput_benchmark_reports_every_way():
     report = train_throughput.run(cells=("gru",), sizes=("1x8",), batch_size=4, batches=2, rounds=3)
     (row,) = report["rows"]
     assert report["rounds"] == 3
-    for key in ("stack_seq_s", "plain_seq_s", "lightning_seq_s"):
-        assert row[key] > 0
-    assert {"lightning_vs_plain_min", "lightning_vs_plain_max"} <= set(row)
+    # the ratios are the quotients of the measured speeds (rounded as reported)
+    assert row["plain_vs_stack"] == pytest.approx(row["plain_seq_s"] / row["stack_seq_s"], abs=0.01)
+    low, mid, high = (row[f"lightning_vs_plain{end}"] for end in ("_min", "", "_max"))
+    assert low <= mid <= high
 
 
 def test_train_throughput_ratio_is_the_median_of_interleaved_rounds(monkeypatch):
