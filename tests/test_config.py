@@ -204,3 +204,44 @@ def test_resume_of_a_dir_without_checkpoint_fails(tmp_path, capsys):
     with pytest.raises(SystemExit):
         expand_resume([f"resume={tmp_path}"])
     assert f"resume={tmp_path} is not a run dir to resume" in capsys.readouterr().err
+
+
+def code_defaults(cls) -> dict:
+    import inspect
+
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def test_the_shared_model_config_holds_the_code_defaults():
+    from seqrnn.models import SequenceModel
+
+    shared = OmegaConf.load(CONF_DIR / "model" / "sequence.yaml")
+    defaults = code_defaults(SequenceModel)
+    interpolated = {"cell", "units", "layers"}  # from the cell and size groups
+    assert set(shared) == set(defaults) - {"in_features"}
+    for key in set(shared) - interpolated:
+        assert shared[key] == defaults[key], key
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_a_task_config_sets_its_model_class_settings_at_their_code_defaults(task):
+    # a task file holds what differs from the shared model config: its class's own settings
+    # (at the class's defaults: one home per default) and its recipe (base settings)
+    from seqrnn.models import SequenceModel
+
+    model = OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").model
+    own = {k: v for k, v in code_defaults(TASKS[task]).items() if k != "in_features"}
+    base = code_defaults(SequenceModel)
+    for key in model:
+        if key in own and not OmegaConf.is_interpolation(model, key):
+            value = model[key]
+            value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+            expected = list(own[key]) if isinstance(own[key], tuple) else own[key]
+            assert value == expected, f"{task}: {key}"
+        elif key in base:
+            shared = OmegaConf.load(CONF_DIR / "model" / "sequence.yaml")
+            assert model[key] != shared[key], f"{task}: {key} repeats the shared default"

@@ -49,7 +49,8 @@ def one_cycle(step: int, total: int, warmup: float) -> float:
 
 
 class SequenceModel(L.LightningModule):
-    """Base LightningModule: input affine ("red block") -> :class:`RecurrentStack`.
+    """Base LightningModule: an input affine map (``in_features`` -> ``units``) ->
+    :class:`RecurrentStack`.
 
     Subclasses add a head, set :attr:`task` and implement :meth:`batch_metrics` (the loss and
     what else to log for one batch); this class logs them as ``train/<name>``, ``val/<name>`` and,
@@ -69,7 +70,8 @@ class SequenceModel(L.LightningModule):
             warm-up from ``lr / 25`` to ``lr`` over the first ``lr_warmup`` of the run's steps,
             then a cosine down to ~0 at ``max_epochs``).
         bn_refresh_batches: before each validation, recompute BatchNorm statistics over this
-            many training batches (see :mod:`seqrnn.nn.batchnorm`); 0 keeps the running ones.
+            many training batches (see :mod:`seqrnn.nn.batchnorm`); 0 (the default, for models
+            without BatchNorm) keeps the running ones.
         backend: the stack's kernels, ``"auto"``, ``"torch"`` or ``"fused"`` (see
             :mod:`seqrnn.nn.stack`); it changes speed, not results or checkpoints.
     """
@@ -96,7 +98,7 @@ class SequenceModel(L.LightningModule):
         lr_schedule: str = "none",
         lr_step_epochs: int = 5,
         lr_gamma: float = 0.5,
-        bn_refresh_batches: int = 20,
+        bn_refresh_batches: int = 0,
         backend: str = "auto",
         gate_bias_init: str = "constant",
         chrono_steps: int = 784,

@@ -14,14 +14,17 @@ from seqrnn.nn import MLPHead
 
 
 class SequenceClassifier(SequenceModel):
-    """Input affine -> recurrent stack -> last top-layer output -> Linear -> ReLU -> Linear.
+    """Input affine -> recurrent stack -> last top-layer output -> Linear -> [BatchNorm] -> ReLU
+    -> Linear.
 
     Trained with softmax cross-entropy; logs ``loss`` and ``acc`` (see :class:`SequenceModel`).
 
     Args:
         head_hidden: width of the head's hidden layer (None: ``units``).
-        head_batchnorm: BatchNorm on the head's hidden layer.
+        head_batchnorm: BatchNorm on the head's hidden layer (the default recipe's; the searched
+            grid recipe, with chrono gate biases, leaves it out).
         classes: number of classes.
+        bn_refresh_batches: see :class:`SequenceModel`; the head's BatchNorm uses it.
         **kwargs: the stack and optimizer settings of :class:`SequenceModel`.
 
     Shape: ``x [B, T, F]`` -> logits ``[B, classes]``.
@@ -33,13 +36,14 @@ class SequenceClassifier(SequenceModel):
     def __init__(
         self,
         head_hidden: int | None = None,
-        head_batchnorm: bool = False,
+        head_batchnorm: bool = True,
         classes: int = 10,
+        bn_refresh_batches: int = 20,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(bn_refresh_batches=bn_refresh_batches, **kwargs)
         units = self.stack.units
-        # The "blue block": Linear -> [BatchNorm] -> ReLU -> Linear.
+        # The head: Linear -> [BatchNorm] -> ReLU -> Linear.
         self.head = MLPHead(units, [head_hidden or units], classes, head_batchnorm)
         # One accuracy per stage: a torchmetrics Metric accumulates until it is reset, so
         # splits evaluated in one run must not share one.

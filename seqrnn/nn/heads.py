@@ -20,7 +20,7 @@ class MLPHead(nn.Sequential):
         hidden: widths of the hidden layers.
         out_features: number of outputs (logits).
         batchnorm: BatchNorm on each hidden layer, before its ReLU (``[B, H]`` inputs only);
-            the classifier's "blue block" with it was essential in one reference report.
+            in the classifier's head it was essential in one reference report.
 
     Shape: ``[..., in_features]`` -> ``[..., out_features]``.
     """
