@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from seqrnn.checkpoints import check_resumable
-from seqrnn.data import EVAL_SPLITS
+from seqrnn.data import EVAL_SPLITS, SequenceDataModule
 from seqrnn.files import write_json_atomic
 from seqrnn.milestones import Milestones
 from seqrnn.models import SequenceModel
@@ -26,7 +26,7 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def run_hparams(
-    model: SequenceModel, datamodule: L.LightningDataModule, trainer: L.Trainer, **extra: Any
+    model: SequenceModel, datamodule: SequenceDataModule, trainer: L.Trainer, **extra: Any
 ) -> dict[str, Any]:
     """The settings that tell runs apart, as one flat dict for TensorBoard's HPARAMS tab."""
     settings = {
@@ -34,7 +34,7 @@ def run_hparams(
         **{k: v for k, v in model.hparams.items() if v is not None},
         "data": datamodule.description,
         "order": datamodule.order,
-        **({"threshold": datamodule.threshold} if hasattr(datamodule, "threshold") else {}),
+        **datamodule.settings(),
         "batch_size": datamodule.batch_size,
         "max_epochs": trainer.max_epochs,
         "gradient_clip_val": trainer.gradient_clip_val or 0.0,
@@ -47,7 +47,7 @@ def run_hparams(
 
 def train_and_evaluate(
     model: SequenceModel,
-    datamodule: L.LightningDataModule,
+    datamodule: SequenceDataModule,
     trainer: L.Trainer,
     run_dir: str | Path,
     resume_from: str | Path | None = None,
@@ -108,7 +108,7 @@ def train_and_evaluate(
     return results
 
 
-def describe_model(model: SequenceModel, datamodule: L.LightningDataModule) -> dict[str, Any]:
+def describe_model(model: SequenceModel, datamodule: SequenceDataModule) -> dict[str, Any]:
     """What ``results.json`` says a model is: task, cell, size, data, parameters."""
     return {
         "task": model.task,
@@ -124,7 +124,7 @@ def describe_model(model: SequenceModel, datamodule: L.LightningDataModule) -> d
 def evaluate_splits(
     trainer: L.Trainer,
     model: SequenceModel,
-    datamodule: L.LightningDataModule,
+    datamodule: SequenceDataModule,
     ckpt_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (or the weights of ``ckpt_path``) on every split of ``EVAL_SPLITS``.

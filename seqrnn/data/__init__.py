@@ -1,11 +1,8 @@
 """MNIST as sequences: IDX files, checksums, downloads, binarization and the LightningDataModule."""
 
-from seqrnn.data.datamodule import (
-    EVAL_SPLITS,
-    MNISTSequenceDataModule,
-    SequenceBatches,
-    SequenceDataModule,
-)
+from seqrnn.data.base import EVAL_SPLITS, SequenceDataModule
+from seqrnn.data.batches import SequenceBatches
+from seqrnn.data.datamodule import MNISTSequenceDataModule
 from seqrnn.data.dirichlet import DirichletSequenceDataModule
 from seqrnn.data.idx import parse_idx, read_bytes, write_idx
 from seqrnn.data.mnist import MNIST_FILES, MNIST_MD5, binarize, load_mnist, resolve_data_dir

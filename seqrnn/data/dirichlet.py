@@ -18,8 +18,11 @@ from collections.abc import Sequence
 
 import torch
 
-from seqrnn.data.datamodule import EVAL_SPLITS, SequenceDataModule
+from seqrnn.data.base import EVAL_SPLITS, SequenceDataModule
 from seqrnn.errors import ConfigError, require_int
+
+# Each split draws from its own generator: seed * SPLIT_SEED_STRIDE + the split's index.
+SPLIT_SEED_STRIDE = 10
 
 
 def check_alpha(alpha: Sequence[float]) -> torch.Tensor:
@@ -157,7 +160,7 @@ class DirichletSequenceDataModule(SequenceDataModule):
                 self.alpha,
                 self.period,
                 self.segments,
-                seed=self.seed * 10 + offset,
+                seed=self.seed * SPLIT_SEED_STRIDE + offset,
                 fixed_p=fixed,
             )
             self.splits[split] = (
