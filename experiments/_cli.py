@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
+from seqrnn.layout import LAST_CHECKPOINT
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXIT_USAGE = 2
 # The data settings a model was trained with, which its checkpoint keeps: a study or an
@@ -107,7 +109,7 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
                 )
 
 
-def expand_resume(argv: list[str], run_file: str = "checkpoints/last.ckpt") -> list[str]:
+def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]:
     """``resume=DIR`` -> the overrides DIR was made with, then ``argv``, writing into DIR.
 
     Later overrides win, so ``resume=DIR trainer.max_epochs=20`` extends a finished run (a

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments._cli import quiet_lightning
+from seqrnn.layout import LAST_CHECKPOINT, RESULTS_FILE
 
 
 def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def _build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any]) -> dict[st
     from seqrnn.checkpoints import check_resumable
     from seqrnn.epoch_log import EpochLog
     from seqrnn.models import check_task_data
-    from seqrnn.training import LAST_CHECKPOINT, RESULTS_FILE, train_and_evaluate
+    from seqrnn.training import train_and_evaluate
 
     run_dir = Path(cfg.paths.output_dir)
     if cfg.skip_done and (run_dir / RESULTS_FILE).is_file():
@@ -118,7 +119,7 @@ def print_outputs(run_dir: Path, results: dict[str, Any]) -> None:
     )
     lines = [
         f"run dir:     {run_dir}",
-        f"results:     {run_dir / 'results.json'}  ({scores}, {results['epochs']} epochs, "
+        f"results:     {run_dir / RESULTS_FILE}  ({scores}, {results['epochs']} epochs, "
         f"{results['wall_seconds']:.0f} s)",
         f"checkpoint:  {run_dir / results['checkpoint'] if results['checkpoint'] else 'none kept'}",
     ]

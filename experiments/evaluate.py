@@ -17,14 +17,13 @@ from omegaconf import DictConfig
 
 from experiments._cli import launch, quiet_lightning, trained_data, user_errors
 
-EVALUATION_FILE = "evaluation.json"
-
 
 def run(cfg: DictConfig) -> dict:
     import lightning as L
 
     from seqrnn.checkpoints import load_trained, resolve_device
     from seqrnn.files import write_json_atomic
+    from seqrnn.layout import EVALUATION_FILE
     from seqrnn.training import describe_model, evaluate_splits
 
     quiet_lightning()

@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments._cli import launch, user_errors
+from seqrnn.layout import EVALUATION_FILE, RESULTS_FILE
 
 PYTHON = [sys.executable, "-m"]
 
@@ -33,7 +34,7 @@ def finished(cfg: DictConfig, task: str, cell: str, size: str) -> bool:
     a fresh machine has no outputs/, and shipped runs are not trained again."""
     name = run_name(task, cell, size)
     return any(
-        (root / task / name / "results.json").is_file() for root in (Path(cfg.out), Path(cfg.docs))
+        (root / task / name / RESULTS_FILE).is_file() for root in (Path(cfg.out), Path(cfg.docs))
     )
 
 
@@ -46,7 +47,7 @@ def grid_commands(cfg: DictConfig) -> list[tuple[list[str], list[Path]]]:
             sweep_dir = Path(cfg.out) / task
             left = [c for c in cfg.cells if not finished(cfg, task, c, size)]
             cells = left or list(cfg.cells)  # (all finished: the command is shown as done)
-            made = [sweep_dir / run_name(task, c, size) / "results.json" for c in left]
+            made = [sweep_dir / run_name(task, c, size) / RESULTS_FILE for c in left]
             command = [
                 *PYTHON,
                 "experiments.train",
@@ -76,10 +77,10 @@ def ship(cfg: DictConfig) -> list[str]:
         name = run_dir.name
         target = Path(cfg.docs) / run_dir.parent.name / name
         weights = Path(cfg.pretrained) / f"{name}.ckpt"
-        evaluation = target / "evaluation.json"
+        evaluation = target / EVALUATION_FILE
         if not cfg.dry_run:
             target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(results_file, target / "results.json")
+            shutil.copy2(results_file, target / RESULTS_FILE)
             for part in ("config.yaml", "overrides.yaml"):
                 if (run_dir / ".hydra" / part).is_file():
                     shutil.copy2(run_dir / ".hydra" / part, target / part)
@@ -91,8 +92,8 @@ def ship(cfg: DictConfig) -> list[str]:
         command = [*PYTHON, "experiments.evaluate", f"ckpt=pretrained:{name}"]
         evaluated = Path(cfg.out) / "evaluate" / name
         execute([*command, f"hydra.run.dir={evaluated}"], [evaluation], cfg.dry_run)
-        if (evaluated / "evaluation.json").is_file() and not evaluation.is_file():
-            shutil.copy2(evaluated / "evaluation.json", evaluation)
+        if (evaluated / EVALUATION_FILE).is_file() and not evaluation.is_file():
+            shutil.copy2(evaluated / EVALUATION_FILE, evaluation)
         names.append(name)
     return names
 

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from seqrnn.data.dirichlet import bayes_predictive, generate
 from seqrnn.figures import save_figures
 from seqrnn.files import write_json_atomic
+from seqrnn.layout import IMAGE_SIDE
 from seqrnn.models import SequenceClassifier, SymbolPredictor
 from seqrnn.nn import reference_forward
 
@@ -98,7 +99,7 @@ def analyze_classifier(
     final = float(accuracy[-1])
     knows = int(torch.nonzero(accuracy >= 0.95 * final)[0]) + 1 if final > 0 else None
     steps, features = test_images.shape[1:]
-    per_row = 28 if features == 1 else None
+    per_row = IMAGE_SIDE if features == 1 else None
     x = test_images[image]
     with torch.no_grad():
         probs = torch.softmax(model(x.float()[None].to(model.device)), dim=-1)[0].cpu()

@@ -8,13 +8,14 @@ from typing import Any
 import torch
 
 from seqrnn.errors import CheckpointError
+from seqrnn.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
 from seqrnn.models import TASKS, SequenceModel
 from seqrnn.pretrained import PREFIX, PRETRAINED_DIR, shipped
 
 # Stack settings a checkpoint must share with the model it is loaded into.
 _ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
 # In a run dir, the checkpoints to use, in order of preference.
-RUN_DIR_CHECKPOINTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
+RUN_DIR_CHECKPOINTS = (BEST_CHECKPOINT, LAST_CHECKPOINT)
 
 
 # What a shipped checkpoint keeps of a training checkpoint: enough to load and evaluate it.

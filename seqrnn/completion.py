@@ -18,8 +18,9 @@ import torch
 from matplotlib.figure import Figure
 
 from seqrnn.errors import ConfigError, require_int
-from seqrnn.figures import SIDE, image_grid, render, save_figures
+from seqrnn.figures import image_grid, render, save_figures
 from seqrnn.files import write_json_atomic
+from seqrnn.layout import IMAGE_SIDE
 from seqrnn.models import NextPixelPredictor
 
 
@@ -239,13 +240,12 @@ def completion_figures(
 def scratch_figure(model: NextPixelPredictor, count: int, generator=None) -> Figure:
     """Whole images generated from nothing, ``count`` of them in a grid."""
     pixels = model.continue_sequences(
-        torch.zeros(count, 0, device=model.device), SIDE * SIDE, generator=generator
+        torch.zeros(count, 0, device=model.device), IMAGE_SIDE * IMAGE_SIDE, generator=generator
     ).pixels.cpu()
     cols = min(count, 8)
-    rows = [
-        [render(pixels[r * cols + c], 0, SIDE * SIDE) for c in range(cols)]
-        for r in range(count // cols)
-    ]
+    images = [render(pixels[i], 0, IMAGE_SIDE * IMAGE_SIDE) for i in range(count)]
+    # rows of 8; the last may be shorter
+    rows = [images[start : start + cols] for start in range(0, count, cols)]
     return image_grid(rows, [""] * len(rows), [""] * cols, title="whole images from scratch")
 
 

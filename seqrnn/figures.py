@@ -14,7 +14,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-SIDE = 28
+from seqrnn.layout import IMAGE_SIDE
+
 COLOURS = {
     "seen": (np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])),  # (off, on)
     "generated": (np.array([0.08, 0.12, 0.35]), np.array([1.0, 0.62, 0.1])),
@@ -30,24 +31,24 @@ def render(pixels: torch.Tensor, seen: int, generated: int = 0) -> np.ndarray:
     for kind, lo, hi in (("seen", 0, seen), ("generated", seen, seen + generated)):
         off, on = COLOURS[kind]
         rgb[lo:hi] = off + values[lo:hi] * (on - off)
-    return rgb.reshape(SIDE, SIDE, 3)
+    return rgb.reshape(IMAGE_SIDE, IMAGE_SIDE, 3)
 
 
 def render_posterior(image: torch.Tensor, marginals: torch.Tensor, positions) -> np.ndarray:
     """An RGB image of ``image`` ``[784]`` whose pixels at ``positions`` show their posterior
     p(x = 1) as a grey level (black 0, white 1)."""
-    rgb = render(image.clamp(min=0), SIDE * SIDE).reshape(-1, 3)
+    rgb = render(image.clamp(min=0), IMAGE_SIDE * IMAGE_SIDE).reshape(-1, 3)
     for p, pixel in zip(marginals.tolist(), positions, strict=True):
         rgb[int(pixel)] = p
-    return rgb.reshape(SIDE, SIDE, 3)
+    return rgb.reshape(IMAGE_SIDE, IMAGE_SIDE, 3)
 
 
 def crop_around(rgb: np.ndarray, pixels, size: int = 10) -> tuple[np.ndarray, list]:
     """A ``size`` x ``size`` window of ``rgb`` centred on ``pixels`` (indices into the 784),
     and those pixels' ``(y, x)`` in the window: a zoom on what was hidden."""
-    ys, xs = zip(*(divmod(int(p), SIDE) for p in pixels), strict=True)
-    top = min(max((min(ys) + max(ys)) // 2 - size // 2 + 1, 0), SIDE - size)
-    left = min(max((min(xs) + max(xs)) // 2 - size // 2 + 1, 0), SIDE - size)
+    ys, xs = zip(*(divmod(int(p), IMAGE_SIDE) for p in pixels), strict=True)
+    top = min(max((min(ys) + max(ys)) // 2 - size // 2 + 1, 0), IMAGE_SIDE - size)
+    left = min(max((min(xs) + max(xs)) // 2 - size // 2 + 1, 0), IMAGE_SIDE - size)
     window = rgb[top : top + size, left : left + size]
     return window, [(y - top, x - left) for y, x in zip(ys, xs, strict=True)]
 
@@ -61,13 +62,17 @@ def image_grid(
     outlines: Sequence[Sequence[Sequence[tuple[int, int]]]] | None = None,
 ) -> Figure:
     """A figure of ``cells[r][c]`` RGB images with row and column titles; ``outlines[r][c]``
-    lists pixels ``(y, x)`` of that image to frame in red."""
+    lists pixels ``(y, x)`` of that image to frame in red. A row shorter than the first leaves
+    its last places empty."""
     rows, cols = len(cells), len(cells[0])
     fig = Figure(figsize=(size * cols + 1.2, size * rows + 0.8), layout="constrained")
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
     for r in range(rows):
         for c in range(cols):
             ax = axes[r, c]
+            if c >= len(cells[r]):
+                ax.set_axis_off()
+                continue
             ax.imshow(cells[r][c], interpolation="nearest")
             for y, x in outlines[r][c] if outlines else ():
                 ax.add_patch(

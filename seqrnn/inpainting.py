@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 from seqrnn.errors import ConfigError, DataError, require_choice, require_int
 from seqrnn.figures import crop_around, image_grid, render, render_posterior, save_figures
 from seqrnn.files import write_json_atomic
+from seqrnn.layout import IMAGE_SIDE
 from seqrnn.models import NextPixelPredictor
 
-SIDE = 28
 KINDS = {"one_pixel": 1, "two_by_two": 2}  # kind -> side of the hidden square
 PLACEMENTS = ("stroke", "uniform")
 # The cap on hidden pixels per image: exact enumeration scores 2^k candidates per image.
@@ -94,9 +94,9 @@ def build_set(
     chosen = images[index]
     # Corners of every side x side window; a window "touches ink" when the window grown by one
     # pixel on each side holds an on-pixel.
-    ink = chosen.reshape(-1, 1, SIDE, SIDE).float()
+    ink = chosen.reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE).float()
     near_ink = F.max_pool2d(ink, kernel_size=side + 2, stride=1, padding=1).flatten(1) > 0
-    corners = SIDE - side + 1
+    corners = IMAGE_SIDE - side + 1
     allowed = near_ink if placement == "stroke" else torch.ones_like(near_ink)
     masked = chosen.clone()
     for i in range(count):
@@ -106,7 +106,7 @@ def build_set(
         corner = int(options[torch.randint(len(options), (1,), generator=generator)])
         row, col = divmod(corner, corners)
         for dr, dc in itertools.product(range(side), repeat=2):
-            masked[i, (row + dr) * SIDE + col + dc] = -1
+            masked[i, (row + dr) * IMAGE_SIDE + col + dc] = -1
     return InpaintingSet(masked, chosen, labels[index])
 
 
@@ -173,9 +173,9 @@ def check_hidden_counts(counts, max_hidden: int, where: str = "the set") -> None
 
 def _as_image_rows(array: np.ndarray, path: Path, name: str) -> np.ndarray:
     array = np.asarray(array)
-    if array.ndim == 3 and array.shape[1:] == (SIDE, SIDE):
+    if array.ndim == 3 and array.shape[1:] == (IMAGE_SIDE, IMAGE_SIDE):
         array = array.reshape(len(array), -1)
-    if array.ndim != 2 or array.shape[1] != SIDE * SIDE:
+    if array.ndim != 2 or array.shape[1] != IMAGE_SIDE * IMAGE_SIDE:
         raise DataError(
             f"{path}: {name} has shape {list(array.shape)}; expected [N, 784] or [N, 28, 28]"
         )
@@ -395,13 +395,13 @@ def example_figure(
         whole = dataset.targets[i] if dataset.targets is not None else filled
         panels = [
             render_posterior(masked, half, p.positions),
-            render(filled, SIDE * SIDE),
+            render(filled, IMAGE_SIDE * IMAGE_SIDE),
             render_posterior(masked, p.marginals, p.positions),
         ]
         if dataset.targets is not None:
-            panels.insert(0, render(dataset.targets[i], SIDE * SIDE))
+            panels.insert(0, render(dataset.targets[i], IMAGE_SIDE * IMAGE_SIDE))
         zooms = [crop_around(panel, p.positions) for panel in panels]
-        rows.append([render(whole, SIDE * SIDE)] + [window for window, _ in zooms])
+        rows.append([render(whole, IMAGE_SIDE * IMAGE_SIDE)] + [window for window, _ in zooms])
         outlines.append([[]] + [frame for _, frame in zooms])
         names.append(f"#{i}")
     columns = ["masked", "MAP", "posterior"]

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from seqrnn.data.dirichlet import describe
+from seqrnn.layout import EVALUATION_FILE, RESULTS_FILE
 
 REFERENCE_SIZES = ("1x32", "1x64", "1x128", "3x32")
 # (results key, row title, format); accuracies only where a task has them.
@@ -111,14 +112,14 @@ def find_runs(root: str | Path) -> list[Run]:
     """Every run dir below ``root`` (``root`` itself included), sorted by path."""
     root = Path(root)
     dirs = {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
-    dirs |= {p.parent for p in root.rglob("results.json")}
+    dirs |= {p.parent for p in root.rglob(RESULTS_FILE)}
     return [run for run in (_read_run(d) for d in sorted(dirs)) if run is not None]
 
 
 def _read_run(path: Path) -> Run | None:
     config_file = path / ".hydra" / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    results_file = path / "results.json"
+    results_file = path / RESULTS_FILE
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for split, count in results.get("evaluated", {}).items():
         results[f"{split}_examples"] = count
@@ -438,9 +439,9 @@ def read_shipped(docs: str | Path, task: str) -> dict[str, dict[str, Any]]:
     """``{<cell>-<size>: {"evaluation", "results"}}`` of ``docs/<task>/<task>-<cell>-<size>/``."""
     shipped = {}
     for folder in sorted(Path(docs).glob(f"{task}/{task}-*")):
-        if (folder / "evaluation.json").is_file() and (folder / "results.json").is_file():
+        if (folder / EVALUATION_FILE).is_file() and (folder / RESULTS_FILE).is_file():
             shipped[folder.name.removeprefix(f"{task}-")] = {
                 "evaluation": json.loads((folder / "evaluation.json").read_text()),
-                "results": json.loads((folder / "results.json").read_text()),
+                "results": json.loads((folder / RESULTS_FILE).read_text()),
             }
     return shipped

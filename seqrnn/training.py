@@ -17,12 +17,10 @@ from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 from seqrnn.checkpoints import check_resumable
 from seqrnn.data import EVAL_SPLITS, SequenceDataModule
 from seqrnn.files import write_json_atomic
+from seqrnn.layout import RESULTS_FILE
 from seqrnn.milestones import Milestones
 from seqrnn.models import SequenceModel
 from seqrnn.run_status import run_status
-
-RESULTS_FILE = "results.json"
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def run_hparams(

@@ -150,3 +150,13 @@ def test_study_writes_table_figures_summary_and_tensorboard(images, tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| 30 |" in summary and "figures/example_failure.png" in summary
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_every_scratch_image_is_drawn_when_the_count_is_not_a_multiple_of_8():
+    from seqrnn.completion import scratch_figure
+    from seqrnn.models import NextPixelPredictor
+
+    torch.manual_seed(0)
+    figure = scratch_figure(NextPixelPredictor(units=4).eval(), 10)
+    drawn = [ax for ax in figure.axes if ax.images]
+    assert len(drawn) == 10  # 8 in the first row, 2 in the second

@@ -7,6 +7,7 @@ import torch
 from seqrnn.data.base import SequenceDataModule
 from seqrnn.data.mnist import binarize, load_mnist, locate_mnist
 from seqrnn.errors import ConfigError, require_choice, require_int
+from seqrnn.layout import IMAGE_SIDE
 
 ORDERS = ("pixel", "row")
 
@@ -51,7 +52,7 @@ class MNISTSequenceDataModule(SequenceDataModule):
         self.batch_size = require_int("data.batch_size", batch_size, 1)
         self.eval_batch_size = require_int("data.eval_batch_size", eval_batch_size, 1)
         self.download, self.verify, self.seed = download, verify, seed
-        self.image_shape = (28, 28)  # updated from the files in setup()
+        self.image_shape = (IMAGE_SIDE, IMAGE_SIDE)  # updated from the files in setup()
 
     @property
     def description(self) -> str:
