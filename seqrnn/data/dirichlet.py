@@ -75,19 +75,21 @@ def generate(
 
 def bayes_predictive(symbols: torch.Tensor, alpha: Sequence[float], period: int) -> torch.Tensor:
     """The posterior predictive of every position: ``[B, L]`` symbols -> ``[B, L, K + 1]``,
-    row t being p(x_t | x_<t) under the generating process (see the module docstring)."""
-    alpha = check_alpha(alpha)
+    row t being p(x_t | x_<t) under the generating process (see the module docstring). Computed
+    in float64 on the device of ``symbols``."""
+    device = symbols.device
+    alpha = check_alpha(alpha).to(device)
     k = len(alpha)
     batch, length = symbols.shape
     onehot = torch.nn.functional.one_hot(symbols.long(), k + 1)[..., :k].double()
     # counts of each symbol before position t, within t's segment
-    position = torch.arange(length)
+    position = torch.arange(length, device=device)
     seen = position % (period + 1)  # symbols of the segment before t
     cumulative = torch.cumsum(onehot, dim=1) - onehot  # counts before t over the sequence
     segment_start = position - seen
     start_counts = cumulative[:, segment_start]  # counts before the segment began
     counts = cumulative - start_counts
-    probs = torch.zeros(batch, length, k + 1, dtype=torch.float64)
+    probs = torch.zeros(batch, length, k + 1, dtype=torch.float64, device=device)
     probs[..., :k] = (counts + alpha) / (seen[:, None].double() + alpha.sum())
     at_reset = seen == period
     probs[:, at_reset] = 0.0

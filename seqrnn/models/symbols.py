@@ -56,8 +56,8 @@ class SymbolPredictor(SequenceModel):
         symbols = self._symbols(batch[0])
         logits = self(batch[0])
         loss = F.cross_entropy(logits.flatten(0, 1), symbols.flatten())
-        bayes = bayes_predictive(symbols.cpu(), self.hparams.alpha, self.hparams.period)
-        bayes = bayes.to(logits.device, logits.dtype)
+        bayes = bayes_predictive(symbols, self.hparams.alpha, self.hparams.period)
+        bayes = bayes.to(logits.dtype)
         log_q = F.log_softmax(logits, dim=-1)
         # KL(bayes || network) = sum_k p_k (log p_k - log q_k); terms with p_k = 0 vanish.
         kl = (bayes * (torch.log(bayes.clamp_min(1e-12)) - log_q)).sum(-1).mean()
