@@ -49,6 +49,8 @@ def layer_states(model: SequenceClassifier, image: torch.Tensor) -> list[dict[st
     """Per layer, the states ``h`` (and ``c`` for an LSTM) ``[T, H]`` over one image ``[T, F]``,
     from the reference cells (the fused kernels return only the top layer)."""
     model.eval()
+    # the reference cells are not the stack's entry: they trace every layer, which none of its
+    # backends return, so the input map is applied here
     inputs = model.input_proj(image.float().to(model.device)[None])
     _, _, trace = reference_forward(model.stack, inputs)
     return [{k: v[0].cpu() for k, v in layer.items() if k in ("h", "c")} for layer in trace]

@@ -154,6 +154,9 @@ def log_hparams_with_metrics(
     """
     logger.log_hyperparams(hparams)  # hparams.yaml beside the event files
     experiment, start, end = tensorboard_hparams(hparams, {tag: 0.0 for tag in metric_tags})
+    # SummaryWriter's public add_hparams writes into a new sub-run of its own, which TensorBoard
+    # shows as another run; the raw summaries must go to this run's event file, and the writer
+    # has no public method for that.
     writer = logger.experiment._get_file_writer()
     for summary in (experiment, start, end):
         writer.add_summary(summary)

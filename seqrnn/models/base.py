@@ -167,8 +167,17 @@ class SequenceModel(L.LightningModule):
         self._log_batch(batch, f"final_{split}", f"final/{split}_", add_dataloader_idx=False)
 
     def encode(self, x: torch.Tensor, state=None):
-        """``x [B, T, F]`` -> top-layer outputs ``[B, T, H]`` and the final state."""
+        """``x [B, T, F]`` -> top-layer outputs ``[B, T, H]`` and the final state. Every pass of
+        the models goes through the stack with the input map (see :class:`RecurrentStack`)."""
         return self.stack(x, state, input_proj=self.input_proj)
+
+    def encode_step(self, x_t: torch.Tensor, state=None):
+        """One step: ``x_t [B, F]`` -> top-layer output ``[B, H]`` and the new state."""
+        return self.stack.step(x_t, state, input_proj=self.input_proj)
+
+    def encode_final_states(self, x: torch.Tensor, lengths: torch.Tensor):
+        """The state after each sequence's own ``lengths[i]`` steps of ``x [B, T, F]``."""
+        return self.stack.final_states(x, lengths, input_proj=self.input_proj)
 
     @property
     def num_parameters(self) -> int:

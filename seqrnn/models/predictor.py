@@ -116,8 +116,8 @@ class NextPixelPredictor(SequenceModel):
         start = shared.new_full((n, 1), self.hparams.start_value)
         # Prefix i: the inputs [x_0 = start, x_1, ..., x_{first_i - 1}]; its last output scores
         # pixel first_i.
-        prefix_inputs = self.input_proj(torch.cat([start, shared], dim=1).unsqueeze(-1))
-        state = self.stack.final_states(prefix_inputs, first + 1)
+        prefix_inputs = torch.cat([start, shared], dim=1).unsqueeze(-1)
+        state = self.encode_final_states(prefix_inputs, first + 1)
         top = (state[0] if isinstance(state, tuple) else state)[-1]
         first_logit = self.head(top).squeeze(-1).repeat_interleave(repeats)
         state = repeat_state(state, repeats)
@@ -127,7 +127,7 @@ class NextPixelPredictor(SequenceModel):
         width = max(int(steps - 1 - first.min()), 1)
         offsets = torch.arange(width, device=self.device)
         positions = (first_rows[:, None] + offsets).clamp(max=steps - 1)
-        out, _ = self.stack(self.input_proj(branches.gather(1, positions).unsqueeze(-1)), state)
+        out, _ = self.encode(branches.gather(1, positions).unsqueeze(-1), state)
         logits = self.head(out).squeeze(-1)
         targets = branches.gather(1, (positions + 1).clamp(max=steps - 1))
         valid = first_rows[:, None] + 1 + offsets < steps
@@ -199,5 +199,5 @@ class NextPixelPredictor(SequenceModel):
 
     def _next_logit(self, pixel: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Feed ``pixel [B]`` as the next input; the logit of the pixel after it ``[B]``."""
-        out, state = self.stack.step(self.input_proj(pixel.unsqueeze(-1)), state)
+        out, state = self.encode_step(pixel.unsqueeze(-1), state)
         return self.head(out).squeeze(-1), state

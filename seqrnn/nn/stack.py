@@ -21,11 +21,15 @@ BACKENDS = ("auto", "torch", "fused")
 
 
 class RecurrentStack(nn.Module):
-    r"""A stack of ``layers`` GRU or LSTM layers of ``units`` each, run by one fused kernel call.
+    r"""A stack of ``layers`` GRU or LSTM layers of ``units`` each.
 
-    The layers are a single ``nn.GRU`` / ``nn.LSTM`` (``batch_first=True``), so training runs on
-    cuDNN on a GPU and on ATen/oneDNN on a CPU, with no Python loop over time steps; the
-    parameters and ``state_dict`` are those of that module (``rnn.weight_ih_l0`` ...).
+    The parameters are those of one ``nn.GRU`` / ``nn.LSTM`` (``batch_first=True``), so the
+    ``state_dict`` is that module's (``rnn.weight_ih_l0`` ...) whichever backend runs it. A full
+    :meth:`forward` runs on cuDNN on a GPU and, on a CPU, on the fused kernels of
+    :mod:`seqrnn.nn.fused` (``backend="auto"``) or ``nn.GRU`` / ``nn.LSTM``.
+
+    Every pass takes an optional ``input_proj``, the model's input affine map (``[B, T, F]`` ->
+    ``[B, T, I]``), applied first; the fused forward folds it into the first layer.
 
     Args:
         cell: ``"gru"`` or ``"lstm"``.
@@ -150,27 +154,37 @@ class RecurrentStack(nn.Module):
             return None
         return extension()
 
-    def final_states(self, x: torch.Tensor, lengths: torch.Tensor) -> State:
-        """The state of each sequence after its own ``lengths[i]`` steps of ``x`` ``[B, T, I]``
-        (padding after them is ignored), from a zero state, in one fused call.
+    def final_states(
+        self, x: torch.Tensor, lengths: torch.Tensor, input_proj: nn.Linear | None = None
+    ) -> State:
+        """The state of each sequence after its own ``lengths[i]`` steps of ``x`` (``[B, T, I]``,
+        or ``[B, T, F]`` with ``input_proj``; padding after them is ignored), from a zero state.
 
-        Returns a state as :meth:`forward` does; the top layer's output at each sequence's last
-        step is ``h[-1]``.
+        Runs ``nn.GRU`` / ``nn.LSTM`` on a packed sequence: the fused kernels keep no state of
+        sequences that end early. Returns a state as :meth:`forward` does; the top layer's
+        output at each sequence's last step is ``h[-1]``.
         """
+        if input_proj is not None:
+            x = input_proj(x)
         packed = nn.utils.rnn.pack_padded_sequence(
             x, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         _, state = self.rnn(packed)
         return state
 
-    def step(self, x_t: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Advance every sequence by one step with a carried state (for sampling).
+    def step(
+        self, x_t: torch.Tensor, state: State | None = None, input_proj: nn.Linear | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Advance every sequence by one step with a carried state (for sampling), on
+        ``nn.GRU`` / ``nn.LSTM`` (one step has no time loop for a fused kernel to save).
 
         Args:
-            x_t: ``[B, I]``, the input of this step.
+            x_t: ``[B, I]`` (``[B, F]`` with ``input_proj``), the input of this step.
             state: as in :meth:`forward`; None = zeros.
         Returns:
             out: ``[B, H]``, the top layer's output; state: the new state.
         """
+        if input_proj is not None:
+            x_t = input_proj(x_t)
         out, state = self.rnn(x_t.unsqueeze(1), state)
         return out.squeeze(1), state
