@@ -38,32 +38,47 @@ def finished(cfg: DictConfig, task: str, cell: str, size: str) -> bool:
     )
 
 
-def grid_commands(cfg: DictConfig) -> list[tuple[list[str], list[Path]]]:
-    """``(command, results files it makes)``: one sweep per task and size over the cells not
-    finished yet, in parallel, each run in a fixed dir so that a re-run resumes it."""
+def size_overrides(cfg: DictConfig, task: str, size: str, cell: str) -> list[str]:
+    """The overrides of one run: its size's (``size_overrides.<task>.<size>``), then its
+    cell's at that size (``size_overrides.<task>.<cell>-<size>``)."""
+    table = cfg.get("size_overrides", {}).get(task, {})
+    return [*(table.get(size) or []), *(table.get(f"{cell}-{size}") or [])]
+
+
+def grid_commands(cfg: DictConfig) -> list[list[tuple[list[str], list[Path]]]]:
+    """Groups of ``(command, results files it makes)``, one group per task and size, whose
+    commands run side by side: one sweep over the cells not finished yet (``-m``, in parallel),
+    or, where a cell has overrides of its own, one sweep per cell. Every run has a fixed dir so
+    that a re-run resumes it."""
+    return [size_commands(cfg, task, size) for task in cfg.tasks for size in cfg.sizes]
+
+
+def size_commands(cfg: DictConfig, task: str, size: str) -> list[tuple[list[str], list[Path]]]:
+    sweep_dir = Path(cfg.out) / task
+    left = [c for c in cfg.cells if not finished(cfg, task, c, size)]
+    cells = left or list(cfg.cells)  # (all finished: the command is shown as done)
+    by_settings: dict[tuple[str, ...], list[str]] = {}
+    for cell in cells:
+        by_settings.setdefault(tuple(size_overrides(cfg, task, size, cell)), []).append(cell)
     commands = []
-    for task in cfg.tasks:
-        for size in cfg.sizes:
-            sweep_dir = Path(cfg.out) / task
-            left = [c for c in cfg.cells if not finished(cfg, task, c, size)]
-            cells = left or list(cfg.cells)  # (all finished: the command is shown as done)
-            made = [sweep_dir / run_name(task, c, size) / RESULTS_FILE for c in left]
-            command = [
-                *PYTHON,
-                "experiments.train",
-                "-m",
-                f"+experiment={task}_grid",
-                f"cell={','.join(cells)}",
-                f"size={size}",
-                f"callbacks.timer.duration={cfg.budgets[task][size]}",
-                *(cfg.get("size_overrides", {}).get(task, {}).get(size) or []),
-                "hydra/launcher=parallel",
-                f"hydra.sweep.dir={sweep_dir}",
-                "hydra.sweep.subdir=${task}-${cell}-${layers}x${units}",
-                "callbacks.progress_bar=null",
-                "trainer.enable_progress_bar=false",
-            ]
-            commands.append((command, made))
+    for overrides, same in by_settings.items():
+        made = [sweep_dir / run_name(task, c, size) / RESULTS_FILE for c in same if c in left]
+        command = [
+            *PYTHON,
+            "experiments.train",
+            "-m",
+            f"+experiment={task}_grid",
+            f"cell={','.join(same)}",
+            f"size={size}",
+            f"callbacks.timer.duration={cfg.budgets[task][size]}",
+            *overrides,
+            "hydra/launcher=parallel",
+            f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweep.subdir=${task}-${cell}-${layers}x${units}",
+            "callbacks.progress_bar=null",
+            "trainer.enable_progress_bar=false",
+        ]
+        commands.append((command, made))
     return commands
 
 
@@ -128,6 +143,25 @@ def study_commands(cfg: DictConfig, shipped: list[str]) -> list[tuple[list[str],
     return commands
 
 
+def execute_together(group: list[tuple[list[str], list[Path]]], dry_run: bool) -> None:
+    """Run the commands of ``group`` side by side (each as :func:`execute` would), and wait."""
+    if len(group) == 1:
+        execute(*group[0], dry_run)
+        return
+    running = []
+    for command, made in group:
+        shown = " ".join(command[2:])
+        if all(path.is_file() for path in made):
+            print(f"done before: {shown}", flush=True)
+            continue
+        print(f"$ python -m {shown} &", flush=True)
+        if not dry_run:
+            running.append((command, subprocess.Popen(command)))
+    for command, process in running:
+        if process.wait() != 0:
+            raise subprocess.CalledProcessError(process.returncode, command)
+
+
 def execute(command: list[str], made: list[Path] | None, dry_run: bool) -> None:
     """Run ``command`` unless it made ``made`` before (``made=[]``: nothing left to make;
     ``None``: always run)."""
@@ -161,8 +195,8 @@ def write_results(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> None:
-    for command, made in grid_commands(cfg) if cfg.train else []:
-        execute(command, made, cfg.dry_run)
+    for group in grid_commands(cfg) if cfg.train else []:
+        execute_together(group, cfg.dry_run)
     shipped = ship(cfg)
     print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
     report = [*PYTHON, "experiments.report", str(cfg.out), "--out", str(cfg.docs)]

@@ -19,11 +19,13 @@ def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
-    assert len(sweeps) == 4
+    # the predictor's LSTM-128 has epochs of its own (conf/study.yaml): a sweep per cell there
+    assert len(sweeps) == 5
     assert "+experiment=classify_grid cell=gru,lstm size=1x32 " in sweeps[0]
     assert "callbacks.timer.duration=00:00:40:00" in sweeps[0]
-    assert "+experiment=predict_grid cell=gru,lstm size=1x128 " in sweeps[3]
-    assert "callbacks.timer.duration=00:03:00:00" in sweeps[3]
+    assert "+experiment=predict_grid cell=gru size=1x128 " in sweeps[3]
+    assert "+experiment=predict_grid cell=lstm size=1x128 " in sweeps[4]
+    assert all("callbacks.timer.duration=00:03:00:00" in line for line in sweeps[3:])
     assert all("hydra/launcher=parallel" in line for line in sweeps)
     assert "trainer.max_epochs=7 model.lr=0.004" in sweeps[1]  # classify 1x128 only
     assert "trainer.max_epochs=7" not in sweeps[0] + sweeps[3]
@@ -84,3 +86,23 @@ def test_shipped_runs_are_not_trained_again_on_a_fresh_machine(tmp_path):
     assert sweeps[0].startswith("$ python -m experiments.train -m +experiment=classify_grid")
     assert " cell=lstm size=1x128 " in sweeps[0]  # the GRU is shipped: only the LSTM trains
     assert " cell=gru,lstm size=1x32 " in sweeps[1]
+
+
+def test_a_cell_with_overrides_of_its_own_trains_in_its_own_sweep_beside_the_other(tmp_path):
+    result = run_entry(
+        "study",
+        "dry_run=true",
+        f"out={tmp_path / 'runs'}",
+        f"docs={tmp_path / 'docs'}",
+        "tasks=[predict]",
+        "sizes=[1x128]",
+        'size_overrides={predict: {1x128: ["model.lr=0.002"], '
+        'lstm-1x128: ["trainer.max_epochs=16"]}}',
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
+    assert len(sweeps) == 2 and all(line.endswith(" &") for line in sweeps)  # side by side
+    gru, lstm = sweeps
+    assert " cell=gru size=1x128 " in gru and "trainer.max_epochs=16" not in gru
+    assert " cell=lstm size=1x128 " in lstm and "model.lr=0.002 trainer.max_epochs=16" in lstm
+    assert "model.lr=0.002" in gru
