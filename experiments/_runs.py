@@ -28,10 +28,12 @@ def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dic
     # One process per run dir; under data-parallel training the first process holds it.
     run_dir = Path(cfg.paths.output_dir)
     with run_lock(run_dir) if first_process() else contextlib.nullcontext():
-        return _build_and_train(cfg, extra_callbacks)
+        return _build_and_train(cfg, run_dir, extra_callbacks)
 
 
-def _build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any]) -> dict[str, Any]:
+def _build_and_train(
+    cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[Any]
+) -> dict[str, Any]:
     import lightning as L
     import torch
     from hydra.utils import instantiate
@@ -43,7 +45,6 @@ def _build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any]) -> dict[st
     from seqrnn.models import check_task_data
     from seqrnn.training import train_and_evaluate
 
-    run_dir = Path(cfg.paths.output_dir)
     if cfg.skip_done and (run_dir / RESULTS_FILE).is_file():
         # A re-launched sweep: this job finished before.
         print(f"done before: {run_dir / RESULTS_FILE} (skip_done=false runs it again)")
