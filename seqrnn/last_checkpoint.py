@@ -72,7 +72,7 @@ class LastCheckpoint(Callback):
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(temporary)
+        trainer.save_checkpoint(temporary, weights_only=False)  # (None logs a line each time)
         if trainer.is_global_zero:
             os.replace(temporary, self.path)
         trainer.strategy.barrier("last_checkpoint")

@@ -73,3 +73,24 @@ def test_train_throughput_ratio_is_the_median_of_interleaved_rounds(monkeypatch)
     assert row["lightning_vs_plain"] == 0.5
     assert (row["lightning_vs_plain_min"], row["lightning_vs_plain_max"]) == (0.25, 1.0)
     assert (row["stack_seq_s"], row["plain_seq_s"], row["plain_vs_stack"]) == (8.0, 4.0, 0.5)
+
+
+def test_stack_backends_reports_each_fused_row_against_torch(monkeypatch):
+    from seqrnn.bench import stack_backends
+
+    if stack_backends.extension() is None:
+        pytest.skip("the fused kernels are not built here (no compiler)")
+    speeds = {"torch": 100.0, "fused": 250.0}
+    monkeypatch.setattr(stack_backends, "gemm_gflops", lambda: 1000.0)
+    monkeypatch.setattr(
+        stack_backends, "sequences_per_second", lambda stack, *_: speeds[stack.backend]
+    )
+    report = stack_backends.run(sizes=("1x8",), batches=(4,), repeats=1)
+    by_backend = {(r["cell"], r["backend"]): r for r in report["rows"]}
+    assert set(by_backend) == {(c, b) for c in ("gru", "lstm") for b in ("torch", "fused")}
+    for cell in ("gru", "lstm"):
+        assert by_backend[cell, "fused"]["vs_torch"] == 2.5
+        assert "vs_torch" not in by_backend[cell, "torch"]
+    # share of the GEMM rate: seq/s x useful FLOPs over the measured rate
+    flops = stack_backends.useful_flops("lstm", 1, 8)
+    assert by_backend["lstm", "torch"]["of_gemm_limit"] == round(100 * flops / 1e9 / 1000, 3)

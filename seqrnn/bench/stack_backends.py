@@ -4,7 +4,8 @@ For cell x size x backend x batch: sequences per second of forward + backward of
 (the classifier's use), from the pixel through the input affine and the stack, on random binary
 sequences ``[B, 784, 1]``; the median over a few batches after one warm-up. In the same run, the
 machine's GEMM rate (a 2048 x 2048 x 2048 float32 matmul, median of 5) and each row's share of
-it: the useful FLOPs of a sequence are 3 x 784 x sum over layers of 2 G H (I + H) (forward
+it (``of_gemm_limit``), and each fused row's speed over ``nn.GRU``/``nn.LSTM``'s at the same
+cell, size and batch (``vs_torch``): the useful FLOPs of a sequence are 3 x 784 x sum over layers of 2 G H (I + H) (forward
 GEMMs, and twice that backward; G = 3 gates for a GRU, 4 for an LSTM; I = 1 pixel for the first
 layer, whose input affine folds into its weights, H above), times sequences per second, over
 the GEMM rate.
@@ -68,6 +69,7 @@ def run(sizes=SIZES, batches=(256, 1024), repeats: int = 3) -> dict[str, Any]:
     backends = ["torch"] + (["fused"] if dev.type == "cpu" and extension() is not None else [])
     limit = gemm_gflops()
     rows = []
+    torch_seq_s: dict[tuple[int, str, str], float] = {}
     for batch in batches:
         for size in sizes:
             layers, units = parse_size(size)
@@ -80,17 +82,20 @@ def run(sizes=SIZES, batches=(256, 1024), repeats: int = 3) -> dict[str, Any]:
                     proj = nn.Linear(1, units).to(dev)
                     seq_s = sequences_per_second(stack, proj, batch, repeats)
                     gflops = seq_s * useful_flops(cell, layers, units) / 1e9
-                    rows.append(
-                        {
-                            "batch": batch,
-                            "cell": cell,
-                            "size": size,
-                            "backend": backend,
-                            "seq_s": round(seq_s, 1),
-                            "gflops": round(gflops, 1),
-                            "of_gemm_limit": round(gflops / limit, 3),
-                        }
-                    )
+                    row = {
+                        "batch": batch,
+                        "cell": cell,
+                        "size": size,
+                        "backend": backend,
+                        "seq_s": round(seq_s, 1),
+                        "gflops": round(gflops, 1),
+                        "of_gemm_limit": round(gflops / limit, 3),
+                    }
+                    if backend == "torch":
+                        torch_seq_s[batch, cell, size] = seq_s
+                    else:
+                        row["vs_torch"] = round(seq_s / torch_seq_s[batch, cell, size], 2)
+                    rows.append(row)
                     print(
                         f"b{batch} {cell}-{size} {backend}: {seq_s:.0f} seq/s, "
                         f"{gflops / limit:.0%} of the GEMM rate",
