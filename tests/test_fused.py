@@ -98,6 +98,38 @@ def test_fused_equals_torch_with_all_gradients(cell, layers, batch, steps, input
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_a_loss_on_the_final_state_sends_no_gradient_to_the_outputs(cell, monkeypatch):
+    # A classifier reads the top layer's last output from the final state: the fused backward of
+    # that layer then gets an empty grad_out (no [T, B, H] tensor of zeros to fill and read), the
+    # lower layer a full one, and the gradients are nn.GRU's / nn.LSTM's.
+    torch.manual_seed(0)
+    stack, proj = RecurrentStack(cell, 8, 8, 2), nn.Linear(1, 8)
+    x = torch.randint(0, 2, (5, 30, 1)).float()
+    module = extension()
+    backward = getattr(module, f"{cell}_backward")
+    grad_out_shapes = []
+
+    def recording(grad_out, *rest):
+        grad_out_shapes.append(tuple(grad_out.shape))
+        return backward(grad_out, *rest)
+
+    monkeypatch.setattr(module, f"{cell}_backward", recording)
+    grads = {}
+    for backend in ("fused", "torch"):
+        stack.backend = backend
+        stack.zero_grad()
+        proj.zero_grad()
+        out, state = stack(x, input_proj=proj)
+        top = stack.top_output(state)
+        assert torch.equal(top, out[:, -1])
+        (top * torch.arange(8.0)).sum().backward()
+        grads[backend] = [p.grad for p in (*stack.parameters(), *proj.parameters())]
+    assert grad_out_shapes == [(0,), (30, 5, 8)]  # top layer first
+    for got, want in zip(grads["fused"], grads["torch"], strict=True):
+        assert_close_at_scale(got, want)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_folding_the_input_affine_changes_nothing(cell):
     torch.manual_seed(0)
     stack, proj = RecurrentStack(cell, 16, 16, 2), nn.Linear(1, 16)

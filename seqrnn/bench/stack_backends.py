@@ -1,14 +1,14 @@
 """The recurrent stack on each backend, against what the hardware can do.
 
 For cell x size x backend x batch: sequences per second of forward + backward of the last output
-(the classifier's use), from the pixel through the input affine and the stack, on random binary
-sequences ``[B, 784, 1]``; the median over a few batches after one warm-up. In the same run, the
-machine's GEMM rate (a 2048 x 2048 x 2048 float32 matmul, median of 5) and each row's share of
-it (``of_gemm_limit``), and each fused row's speed over ``nn.GRU``/``nn.LSTM``'s at the same
-cell, size and batch (``vs_torch``): the useful FLOPs of a sequence are 3 x 784 x sum over layers of 2 G H (I + H) (forward
-GEMMs, and twice that backward; G = 3 gates for a GRU, 4 for an LSTM; I = 1 pixel for the first
-layer, whose input affine folds into its weights, H above), times sequences per second, over
-the GEMM rate.
+(the classifier's use: read from the final state), from the pixel through the input affine and
+the stack, on random binary sequences ``[B, 784, 1]``; the median over a few batches after one
+warm-up. In the same run, the machine's GEMM rate (a 2048 x 2048 x 2048 float32 matmul, median
+of 5), each row's share of it (``of_gemm_limit``), and each fused row's speed over
+``nn.GRU``/``nn.LSTM``'s at the same cell, size and batch (``vs_torch``). The useful FLOPs of a
+sequence are 3 x 784 x sum over layers of 2 G H (I + H) (forward GEMMs, and twice that backward;
+G = 3 gates for a GRU, 4 for an LSTM; I = 1 pixel for the first layer, whose input affine folds
+into its weights, H above), times sequences per second, over the GEMM rate.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def sequences_per_second(stack, proj, batch: int, repeats: int) -> float:
     x = torch.randint(0, 2, (batch, STEPS, 1), device=dev).float()
 
     def step():
-        out, _ = stack(x, input_proj=proj)
-        out[:, -1].sum().backward()
+        _, state = stack(x, input_proj=proj)
+        stack.top_output(state).sum().backward()
 
     step()  # warm-up (and, the first time, the fused kernel's build)
     times = []

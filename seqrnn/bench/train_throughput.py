@@ -68,8 +68,8 @@ def stack_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[fl
     inputs = [x.to(dev) for x, _ in loader]
 
     def step(x):
-        out, _ = model.encode(x.float())
-        out[:, -1].sum().backward()
+        _, state = model.encode(x.float())
+        model.stack.top_output(state).sum().backward()
 
     return _batch_seconds(step, inputs, dev)
 

@@ -55,8 +55,8 @@ class SequenceClassifier(SequenceModel):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.encode(x)
-        return self.head(out[:, -1])
+        _, state = self.encode(x)
+        return self.head(self.stack.top_output(state))
 
     def batch_metrics(self, batch, stage: str) -> tuple[torch.Tensor, dict[str, Any]]:
         """Softmax cross-entropy (nats per example) and accuracy of one batch."""

@@ -107,6 +107,13 @@ def _compare_with_torch(module: ModuleType, rnn_class: type[nn.RNNBase]) -> bool
     return all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(*results, strict=True))
 
 
+def _output_grad(grad_out: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """The gradient reaching a layer's outputs ``[T, B, H]``, or an empty tensor when none does
+    (a classifier reads only the final state): the kernels then read one row of zeros, where
+    autograd would have filled a whole ``[T, B, H]`` tensor with them."""
+    return out.new_empty(0) if grad_out is None else grad_out
+
+
 class FusedGRULayer(torch.autograd.Function):
     """One GRU layer over a whole time-major sequence: ``x [T, B, I]``, ``h0 [B, H]`` ->
     ``out [T, B, H]``, ``h_T [B, H]``."""
@@ -118,15 +125,17 @@ class FusedGRULayer(torch.autograd.Function):
         ctx.module = module
         # Only the outputs are kept: the backward recomputes the gates from them.
         ctx.save_for_backward(x, h0, out, w_ih, w_hh, b_ih, b_hh)
+        ctx.set_materialize_grads(False)  # see _output_grad
         return out, out[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_h):
         x, h0, out, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
-        grad_out = torch.zeros_like(out) if grad_out is None else grad_out
         grad_h = torch.zeros_like(h0) if grad_h is None else grad_h
-        grads = ctx.module.gru_backward(grad_out, grad_h, x, h0, out, w_ih, w_hh, b_ih, b_hh)
+        grads = ctx.module.gru_backward(
+            _output_grad(grad_out, out), grad_h, x, h0, out, w_ih, w_hh, b_ih, b_hh
+        )
         return *grads, None
 
 
@@ -141,17 +150,28 @@ class FusedLSTMLayer(torch.autograd.Function):
         ctx.module = module
         # The outputs and cell states are kept; the backward recomputes the gates from them.
         ctx.save_for_backward(x, h0, c0, out, cells, w_ih, w_hh, b_ih, b_hh)
+        ctx.set_materialize_grads(False)  # see _output_grad
         return out, out[-1].clone(), cells[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_h, grad_c):
         x, h0, c0, out, cells, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
-        grad_out = torch.zeros_like(out) if grad_out is None else grad_out
         grad_h = torch.zeros_like(h0) if grad_h is None else grad_h
         grad_c = torch.zeros_like(c0) if grad_c is None else grad_c
         grads = ctx.module.lstm_backward(
-            grad_out, grad_h, grad_c, x, h0, c0, out, cells, w_ih, w_hh, b_ih, b_hh
+            _output_grad(grad_out, out),
+            grad_h,
+            grad_c,
+            x,
+            h0,
+            c0,
+            out,
+            cells,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
         )
         return *grads, None
 

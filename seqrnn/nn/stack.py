@@ -148,6 +148,15 @@ class RecurrentStack(nn.Module):
             return run_fused(self.rnn, x, state, kernel, input_proj)
         return self.rnn(x if input_proj is None else input_proj(x), state)
 
+    @staticmethod
+    def top_output(state: State) -> torch.Tensor:
+        """The top layer's output at the last step, ``[B, H]``, read from a final state (``h[-1]``;
+        an LSTM's ``h`` of ``(h, c)``): the same numbers as ``out[:, -1]``, but a loss that reads
+        it leaves the outputs of the other steps without a gradient, and the fused backward then
+        reads no ``[B, T, H]`` tensor of zeros."""
+        h = state[0] if isinstance(state, tuple) else state
+        return h[-1]
+
     def fused_kernel(self, x: torch.Tensor):
         """The compiled fused kernels if this forward runs on them, else None."""
         if self.backend == "torch" or x.device.type != "cpu":

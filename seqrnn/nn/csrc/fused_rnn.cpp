@@ -82,8 +82,7 @@ void forward_gates(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
 // forward_gates) and the previous state, it gives the gradients of the pre-activations, input
 // part dgi and hidden part dgh [B, 3H]; carried is overwritten with the part of the previous
 // state's gradient that skips the weights (dh * z), to which the caller adds dgh W_hh.
-// grad_out rows are go_stride apart (the gradient often arrives as a transposed view of a
-// batch-first tensor: reading it in place saves a copy of the whole sequence).
+// grad_out rows are go_stride apart (0: one row of zeros, see OutputGrad).
 template <typename scalar_t>
 void backward_gates(scalar_t* carried, const scalar_t* grad_out, int64_t go_stride,
                     const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
@@ -123,6 +122,28 @@ void backward_gates(scalar_t* carried, const scalar_t* grad_out, int64_t go_stri
 int64_t chunk_steps(int64_t batch, int64_t steps) {
   return std::max<int64_t>(1, std::min<int64_t>(steps, 4096 / std::max<int64_t>(batch, 1)));
 }
+
+// The gradient reaching a layer's outputs, read a step at a time: grad_out [T, B, H] (rows of
+// units contiguous; batch and time strides may be anything: it often arrives as a transposed
+// view of a batch-first tensor, and reading it in place saves a copy of the whole sequence), or
+// none (an empty tensor: only the final state reaches the loss, as in a classifier), read as one
+// row of zeros with strides 0 rather than a [T, B, H] tensor of them that someone must fill.
+template <typename scalar_t>
+struct OutputGrad {
+  at::Tensor rows;
+  int64_t time_stride, batch_stride;
+  OutputGrad(const at::Tensor& grad_out, int64_t units, const at::TensorOptions& opts) {
+    if (grad_out.numel() == 0) {
+      rows = at::zeros({units}, opts);
+      time_stride = batch_stride = 0;
+    } else {
+      rows = grad_out.stride(2) == 1 ? grad_out : grad_out.contiguous();
+      time_stride = rows.stride(0);
+      batch_stride = rows.stride(1);
+    }
+  }
+  const scalar_t* at_step(int64_t t) const { return rows.data_ptr<scalar_t>() + t * time_stride; }
+};
 
 // The states before each step of a chunk, [len * B, H]: h0 and out[c0 .. c0 + len - 2].
 at::Tensor states_before(const at::Tensor& out, const at::Tensor& h0, int64_t c0, int64_t len) {
@@ -243,8 +264,8 @@ at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tens
   return out;
 }
 
-// Backward of one layer. grad_out [T, B, H] reaches every output, grad_h [B, H] the final
-// state. Returns {dx [T, B, I], dh0 [B, H], dw_ih, dw_hh, db_ih, db_hh}.
+// Backward of one layer. grad_out [T, B, H] reaches every output (empty: none does), grad_h
+// [B, H] the final state. Returns {dx [T, B, I], dh0 [B, H], dw_ih, dw_hh, db_ih, db_hh}.
 std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
                                      const at::Tensor& x, const at::Tensor& h0,
                                      const at::Tensor& out, const at::Tensor& w_ih,
@@ -255,8 +276,6 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
   auto opts = x.options();
   auto xc = x.contiguous();
   auto h0c = h0.contiguous();
-  // Rows of units must be contiguous; batch and time strides may be anything.
-  auto grad_out_c = grad_out.stride(2) == 1 ? grad_out : grad_out.contiguous();
   auto gi = at::empty({chunk, batch, 3 * units}, opts);
   auto gh = at::empty({chunk, batch, 3 * units}, opts);
   auto dgi = at::empty({chunk, batch, 3 * units}, opts);
@@ -269,6 +288,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
   auto db_ih = at::zeros({3 * units}, opts);
   auto db_hh = at::zeros({3 * units}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
+    const OutputGrad<scalar_t> grad_rows(grad_out, units, opts);
     const int64_t last_start = ((steps - 1) / chunk) * chunk;
     for (int64_t c0 = last_start; c0 >= 0; c0 -= chunk) {
       const int64_t len = std::min(chunk, steps - c0);
@@ -282,8 +302,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
       for (int64_t t = c0 + len - 1; t >= c0; --t) {
         const int64_t k = t - c0;
         backward_gates<scalar_t>(
-            carried.data_ptr<scalar_t>(), grad_out_c[t].data_ptr<scalar_t>(),
-            grad_out_c.stride(1),
+            carried.data_ptr<scalar_t>(), grad_rows.at_step(t), grad_rows.batch_stride,
             gi[k].data_ptr<scalar_t>(), gh[k].data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(),
             h_prev_rows.data_ptr<scalar_t>() + k * batch * units, dgi[k].data_ptr<scalar_t>(),
             dgh[k].data_ptr<scalar_t>(), batch, units);
@@ -341,8 +360,8 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0,
   return {out, cells};
 }
 
-// LSTM backward of one layer. grad_out [T, B, H] reaches every output, grad_h and grad_c [B, H]
-// the final state. Returns {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh}.
+// LSTM backward of one layer. grad_out [T, B, H] reaches every output (empty: none does),
+// grad_h and grad_c [B, H] the final state. Returns {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh}.
 std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
                                       const at::Tensor& grad_c, const at::Tensor& x,
                                       const at::Tensor& h0, const at::Tensor& c0,
@@ -355,7 +374,6 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
   auto xc = x.contiguous();
   auto h0c = h0.contiguous();
   auto c0c = c0.contiguous();
-  auto grad_out_c = grad_out.stride(2) == 1 ? grad_out : grad_out.contiguous();
   auto g = at::empty({chunk, batch, 4 * units}, opts);
   auto dg = at::empty({chunk, batch, 4 * units}, opts);
   auto b_hh_c = b_hh.contiguous();
@@ -366,6 +384,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
   auto dw_hh = at::zeros_like(w_hh);
   auto db = at::zeros({4 * units}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
+    const OutputGrad<scalar_t> grad_rows(grad_out, units, opts);
     const int64_t last_start = ((steps - 1) / chunk) * chunk;
     for (int64_t s0 = last_start; s0 >= 0; s0 -= chunk) {
       const int64_t len = std::min(chunk, steps - s0);
@@ -380,7 +399,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
         const int64_t k = t - s0;
         lstm_backward_gates<scalar_t>(
             carried_h.data_ptr<scalar_t>(), carried_c.data_ptr<scalar_t>(),
-            grad_out_c[t].data_ptr<scalar_t>(), grad_out_c.stride(1), g[k].data_ptr<scalar_t>(),
+            grad_rows.at_step(t), grad_rows.batch_stride, g[k].data_ptr<scalar_t>(),
             b_hh_c.data_ptr<scalar_t>(), c_prev_rows.data_ptr<scalar_t>() + k * batch * units,
             cells[t].data_ptr<scalar_t>(), dg[k].data_ptr<scalar_t>(), batch, units);
         // The previous h reaches the loss only through the recurrent weights.
