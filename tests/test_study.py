@@ -15,20 +15,26 @@ def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
         "sizes=[1x32,1x128]",
         'budgets.predict={1x32: "00:00:40:00", 1x128: "00:03:00:00"}',
         'budgets.classify={1x32: "00:00:40:00"}',
-        'size_overrides={classify: {1x128: ["trainer.max_epochs=7", "model.lr=0.004"]}}',
+        'size_overrides={classify: {1x128: ["trainer.max_epochs=7", "model.lr=0.004"],'
+        ' lstm-1x128: ["trainer.max_epochs=9"]}}',
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
-    # the predictor's LSTM-128 has epochs of its own (conf/study.yaml): a sweep per cell there
-    assert len(sweeps) == 5
+    # an LSTM-128 with settings of its own (the classifier's here, the predictor's in
+    # conf/study.yaml) trains in a sweep of its own beside the GRU's
+    assert len(sweeps) == 6
     assert "+experiment=classify_grid cell=gru,lstm size=1x32 " in sweeps[0]
     assert "callbacks.timer.duration=00:00:40:00" in sweeps[0]
-    assert "+experiment=predict_grid cell=gru size=1x128 " in sweeps[3]
-    assert "+experiment=predict_grid cell=lstm size=1x128 " in sweeps[4]
-    assert all("callbacks.timer.duration=00:03:00:00" in line for line in sweeps[3:])
+    assert "+experiment=classify_grid cell=gru size=1x128 " in sweeps[1]
+    assert "+experiment=classify_grid cell=lstm size=1x128 " in sweeps[2]
+    assert "trainer.max_epochs=7 model.lr=0.004 hydra/launcher" in sweeps[1]  # the size's
+    # the cell's after the size's
+    assert "trainer.max_epochs=7 model.lr=0.004 trainer.max_epochs=9 hydra/launcher" in sweeps[2]
+    assert "+experiment=predict_grid cell=gru size=1x128 " in sweeps[4]
+    assert "+experiment=predict_grid cell=lstm size=1x128 " in sweeps[5]
+    assert all("callbacks.timer.duration=00:03:00:00" in line for line in sweeps[4:])
     assert all("hydra/launcher=parallel" in line for line in sweeps)
-    assert "trainer.max_epochs=7 model.lr=0.004" in sweeps[1]  # classify 1x128 only
-    assert "trainer.max_epochs=7" not in sweeps[0] + sweeps[3]
+    assert "trainer.max_epochs=7" not in sweeps[0] + sweeps[3] + sweeps[4]
     assert "shipped: nothing yet" in result.stdout
     assert not (tmp_path / "docs").exists()  # a dry run writes nothing
 
@@ -106,3 +112,31 @@ def test_a_cell_with_overrides_of_its_own_trains_in_its_own_sweep_beside_the_oth
     assert " cell=gru size=1x128 " in gru and "trainer.max_epochs=16" not in gru
     assert " cell=lstm size=1x128 " in lstm and "model.lr=0.002 trainer.max_epochs=16" in lstm
     assert "model.lr=0.002" in gru
+
+
+def test_the_state_analysis_runs_again_when_a_better_classifier_is_shipped(tmp_path):
+    for name, acc in (("classify-gru-1x32", 0.97), ("classify-lstm-1x64", 0.98)):
+        shipped = tmp_path / "docs" / "classify" / name
+        shipped.mkdir(parents=True)
+        (shipped / "results.json").write_text(json.dumps({"test_acc": acc}))
+    analysis = tmp_path / "runs" / "analyze" / "analysis.json"
+    analysis.parent.mkdir(parents=True)
+    args = [
+        "dry_run=true",
+        "train=false",
+        f"out={tmp_path / 'runs'}",
+        f"docs={tmp_path / 'docs'}",
+        f"pretrained={tmp_path / 'pretrained'}",
+    ]
+
+    def analyze_line(made_from: str) -> str:
+        analysis.write_text(json.dumps({"checkpoint": f"/somewhere/{made_from}.ckpt"}))
+        result = run_entry("study", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (line,) = [x for x in result.stdout.splitlines() if "experiments.analyze" in x]
+        return line
+
+    # made from the best shipped classifier: done; from another one: made again from the best
+    assert analyze_line("classify-lstm-1x64").startswith("done before: experiments.analyze")
+    stale = analyze_line("classify-gru-1x32")
+    assert stale.startswith("$ python -m experiments.analyze ckpt=pretrained:classify-lstm-1x64")
