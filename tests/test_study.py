@@ -20,9 +20,9 @@ def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
-    # an LSTM-128 with settings of its own (the classifier's here, the predictor's in
-    # conf/study.yaml) trains in a sweep of its own beside the GRU's
-    assert len(sweeps) == 6
+    # an LSTM with settings of its own (the classifier's 1x128 here, the predictor's 1x32 and
+    # 1x128 in conf/study.yaml) trains in a sweep of its own beside the GRU's
+    assert len(sweeps) == 7
     assert "+experiment=classify_grid cell=gru,lstm size=1x32 " in sweeps[0]
     assert "callbacks.timer.duration=00:00:40:00" in sweeps[0]
     assert "+experiment=classify_grid cell=gru size=1x128 " in sweeps[1]
@@ -30,11 +30,13 @@ def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
     assert "trainer.max_epochs=7 model.lr=0.004 hydra/launcher" in sweeps[1]  # the size's
     # the cell's after the size's
     assert "trainer.max_epochs=7 model.lr=0.004 trainer.max_epochs=9 hydra/launcher" in sweeps[2]
-    assert "+experiment=predict_grid cell=gru size=1x128 " in sweeps[4]
-    assert "+experiment=predict_grid cell=lstm size=1x128 " in sweeps[5]
-    assert all("callbacks.timer.duration=00:03:00:00" in line for line in sweeps[4:])
+    assert "+experiment=predict_grid cell=gru size=1x32 " in sweeps[3]
+    assert "+experiment=predict_grid cell=lstm size=1x32 " in sweeps[4]
+    assert "+experiment=predict_grid cell=gru size=1x128 " in sweeps[5]
+    assert "+experiment=predict_grid cell=lstm size=1x128 " in sweeps[6]
+    assert all("callbacks.timer.duration=00:03:00:00" in line for line in sweeps[5:])
     assert all("hydra/launcher=parallel" in line for line in sweeps)
-    assert "trainer.max_epochs=7" not in sweeps[0] + sweeps[3] + sweeps[4]
+    assert "trainer.max_epochs=7" not in sweeps[0] + sweeps[3] + sweeps[5]
     assert "shipped: nothing yet" in result.stdout
     assert not (tmp_path / "docs").exists()  # a dry run writes nothing
 
