@@ -122,36 +122,40 @@ def best_classifier(cfg: DictConfig) -> str | None:
     return max(scores, key=scores.get) if scores else None
 
 
-def study_commands(cfg: DictConfig, shipped: list[str]) -> list[tuple[list[str], Path]]:
-    """``(command, the JSON it writes)`` of each study, in its own dir under ``out``."""
+def study_commands(cfg: DictConfig, shipped: list[str]) -> list[tuple[list[str], Path, str]]:
+    """``(command, the JSON it writes, the shipped model it reads)`` of each study, in its own
+    dir under ``out``."""
     out = Path(cfg.out)
     commands = []
     if cfg.predictor in shipped:
         ckpt = f"ckpt=pretrained:{cfg.predictor}"
         done = out / "complete" / "completion.json"
         commands.append(
-            ([*PYTHON, "experiments.complete", ckpt, f"hydra.run.dir={done.parent}"], done)
+            (
+                [*PYTHON, "experiments.complete", ckpt, f"hydra.run.dir={done.parent}"],
+                done,
+                cfg.predictor,
+            )
         )
         for dataset in ("one_pixel", "two_by_two"):
             done = out / f"inpaint_{dataset}" / "inpaint.json"
             command = [*PYTHON, "experiments.inpaint", ckpt, f"dataset={dataset}"]
-            commands.append(([*command, f"hydra.run.dir={done.parent}"], done))
+            commands.append(([*command, f"hydra.run.dir={done.parent}"], done, cfg.predictor))
     classifier = best_classifier(cfg)
     if classifier is not None:
         done = out / "analyze" / "analysis.json"
         command = [*PYTHON, "experiments.analyze", f"ckpt=pretrained:{classifier}"]
-        commands.append(([*command, f"hydra.run.dir={done.parent}"], done))
+        commands.append(([*command, f"hydra.run.dir={done.parent}"], done, classifier))
     return commands
 
 
-def made_from(done: Path, command: list[str]) -> list[Path] | None:
+def made_from(done: Path, model: str) -> list[Path] | None:
     """``[done]`` (skip the study when it exists) unless ``done`` was made from another shipped
-    model than the command's ``ckpt=pretrained:NAME`` (a better classifier shipped since, or
-    another predictor chosen): then None, and the study runs again."""
+    model than ``model`` (a better classifier shipped since, or another predictor chosen):
+    then None, and the study runs again."""
     if done.is_file():
-        name = next(arg.split(":", 1)[1] for arg in command if arg.startswith("ckpt=pretrained:"))
         recorded = json.loads(done.read_text()).get("checkpoint", "")
-        if Path(recorded).stem != name:
+        if Path(recorded).stem != model:
             return None
     return [done]
 
@@ -216,8 +220,8 @@ def run(cfg: DictConfig) -> None:
     execute(report, None, cfg.dry_run)
     if shipped and not cfg.dry_run:
         print(f"results: {write_results(cfg)}", flush=True)
-    for command, done in study_commands(cfg, shipped) if cfg.studies else []:
-        execute(command, made_from(done, command), cfg.dry_run)
+    for command, done, model in study_commands(cfg, shipped) if cfg.studies else []:
+        execute(command, made_from(done, model), cfg.dry_run)
         study_dir = done.parent
         if study_dir.is_dir():  # the tables and figures that are shipped
             target = Path(cfg.docs) / study_dir.name
