@@ -86,6 +86,8 @@ def ship(cfg: DictConfig) -> list[str]:
     """Every finished run's weights into ``pretrained``; its results, config and an evaluation
     of the shipped weights (``experiments.evaluate``) into ``docs/<task>/<name>/``. Returns the
     shipped names."""
+    from seqrnn.report import write_curve
+
     names = []
     for results_file in sorted(Path(cfg.out).glob("*/*/results.json")):
         run_dir = results_file.parent
@@ -99,6 +101,7 @@ def ship(cfg: DictConfig) -> list[str]:
             for part in ("config.yaml", "overrides.yaml"):
                 if (run_dir / ".hydra" / part).is_file():
                     shutil.copy2(run_dir / ".hydra" / part, target / part)
+            write_curve(run_dir, target)  # the report's curves, without the run dir
         if not weights.is_file() or weights.stat().st_mtime < results_file.stat().st_mtime:
             export = [*PYTHON, "experiments.export", str(run_dir), "--to", str(cfg.pretrained)]
             execute(export, None, cfg.dry_run)
@@ -216,7 +219,9 @@ def run(cfg: DictConfig) -> None:
         execute_together(group, cfg.dry_run)
     shipped = ship(cfg)
     print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
-    report = [*PYTHON, "experiments.report", str(cfg.out), "--out", str(cfg.docs)]
+    # From what is shipped, not from the run dirs: on a machine that has not trained them all
+    # (or any), the report still covers every shipped run.
+    report = [*PYTHON, "experiments.report", str(cfg.docs), "--out", str(cfg.docs)]
     execute(report, None, cfg.dry_run)
     if shipped and not cfg.dry_run:
         print(f"results: {write_results(cfg)}", flush=True)

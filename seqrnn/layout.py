@@ -11,6 +11,10 @@ BEST_CHECKPOINT = f"{CHECKPOINT_DIR}/best.ckpt"  # the lowest validation loss
 LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/last.ckpt"  # the newest state, to resume from
 # What experiments.evaluate writes (and the study ships beside results.json).
 EVALUATION_FILE = "evaluation.json"
+# A shipped run's config (a run dir holds it as .hydra/config.yaml) and validation curve (a run
+# dir: in its TensorBoard events): what the report needs, without the run dir.
+SHIPPED_CONFIG_FILE = "config.yaml"
+CURVE_FILE = "curve.csv"
 
 # MNIST images are IMAGE_SIDE x IMAGE_SIDE pixels, read in IMAGE_SIDE**2 steps in pixel order.
 IMAGE_SIDE = 28

@@ -1,12 +1,14 @@
 """Tables and curves of many runs: every run dir below a folder, in the reference layout.
 
-A run dir is one with ``.hydra/config.yaml`` (or a ``results.json``). Its status: ``done`` (it
-has ``results.json``), ``incomplete`` (a ``last.ckpt`` but no results: stopped, or still
-running; a re-launched sweep resumes it) or ``failed`` (neither). Tables go by task, cell and
-data (reading order, or the Bayesian process); columns are sizes. Runs that differ only in
-their seed are replicates, shown as mean ± spread; runs whose recipes differ in any other
-setting (learning rate, batch size, schedule, ...) are separate columns, labelled by the
-settings that differ between them.
+A run dir is one with ``.hydra/config.yaml`` (or a ``results.json``); a shipped run
+(``docs/results/<task>/<name>/``) reads the same from its ``config.yaml``, ``results.json`` and
+``curve.csv``, so the study's report is rebuilt from what is shipped, on any machine. A run's
+status: ``done`` (it has ``results.json``), ``incomplete`` (a ``last.ckpt`` but no results:
+stopped, or still running; a re-launched sweep resumes it) or ``failed`` (neither). Tables go by
+task, cell and data (reading order, or the Bayesian process); columns are sizes. Runs that
+differ only in their seed are replicates, shown as mean ± spread; runs whose recipes differ in
+any other setting (learning rate, batch size, schedule, ...) are separate columns, labelled by
+the settings that differ between them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from seqrnn.data.dirichlet import describe
-from seqrnn.layout import EVALUATION_FILE, RESULTS_FILE
+from seqrnn.layout import CURVE_FILE, EVALUATION_FILE, RESULTS_FILE, SHIPPED_CONFIG_FILE
 
 REFERENCE_SIZES = ("1x32", "1x64", "1x128", "3x32")
 # (results key, row title, format); accuracies only where a task has them.
@@ -118,6 +120,8 @@ def find_runs(root: str | Path) -> list[Run]:
 
 def _read_run(path: Path) -> Run | None:
     config_file = path / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        config_file = path / SHIPPED_CONFIG_FILE
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
     results_file = path / RESULTS_FILE
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -281,22 +285,47 @@ def markdown_table(columns: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
-def validation_curves(columns: dict[str, list[Run]], title: str) -> Figure:
-    """``val/loss`` per epoch of every run of a table, from its TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def read_curve(path: Path) -> list[float] | None:
+    """``val/loss`` per epoch of a run dir (its TensorBoard events) or of a shipped run (its
+    ``curve.csv``); None if it has neither."""
+    if (path / "tensorboard").is_dir():
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # a line per event file read
+        logging.getLogger("tensorboard").setLevel(logging.WARNING)  # a line per file read
+        events = EventAccumulator(str(path / "tensorboard"), size_guidance={"scalars": 0})
+        events.Reload()
+        if "val/loss" not in events.Tags().get("scalars", []):
+            return None
+        return [e.value for e in events.Scalars("val/loss")]
+    if (path / CURVE_FILE).is_file():
+        with (path / CURVE_FILE).open() as f:
+            return [float(row["val_loss"]) for row in csv.DictReader(f)]
+    return None
+
+
+def write_curve(run_dir: str | Path, to: str | Path) -> Path | None:
+    """A run's validation curve as ``<to>/curve.csv`` (epoch, val_loss), for shipping; None if
+    the run has none."""
+    values = read_curve(Path(run_dir))
+    if values is None:
+        return None
+    path = Path(to) / CURVE_FILE
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "val_loss"])
+        writer.writerows((epoch, f"{value:.6g}") for epoch, value in enumerate(values, 1))
+    return path
+
+
+def validation_curves(columns: dict[str, list[Run]], title: str) -> Figure:
+    """``val/loss`` per epoch of every run of a table that has a curve (see read_curve)."""
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.subplots()
     for size, runs in columns.items():
         for i, run in enumerate(runs):
-            if not (run.path / "tensorboard").is_dir():
+            values = read_curve(run.path)
+            if values is None:
                 continue
-            events = EventAccumulator(str(run.path / "tensorboard"), size_guidance={"scalars": 0})
-            events.Reload()
-            if "val/loss" not in events.Tags().get("scalars", []):
-                continue
-            values = [e.value for e in events.Scalars("val/loss")]
             label = size if len(runs) == 1 else f"{size} #{i + 1}"  # size: a column title
             style = "-" if run.status == "done" else "--"
             ax.plot(range(1, len(values) + 1), values, style, marker="o", ms=3, label=label)
@@ -332,17 +361,28 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
     csv_rows = []
     for (task, cell, data), columns in tables(runs).items():
         name = f"{task}_{cell}_" + re.sub(r"[^A-Za-z0-9.]+", "_", data).strip("_")
-        figure = validation_curves(columns, f"{task}, {cell.upper()}, {data}")
-        figure.savefig(out_dir / f"curves_{name}.png", dpi=100)
-        written[f"curves_{name}"] = out_dir / f"curves_{name}.png"
-        lines += [
-            "",
-            f"## {task}: {cell.upper()}, {data}",
-            "",
-            markdown_table(columns),
-            "",
-            f"![validation curves](curves_{name}.png)",
+        figure_path = out_dir / f"curves_{name}.png"
+        lines += ["", f"## {task}: {cell.upper()}, {data}", "", markdown_table(columns), ""]
+        # Runs shipped before their curves were: a figure without them would replace one that
+        # has them, so an existing figure stays as it was drawn, and says so.
+        uncurved = [
+            run.path.name
+            for group in columns.values()
+            for run in group
+            if read_curve(run.path) is None
         ]
+        if uncurved and figure_path.is_file():
+            lines.append(
+                "The figure was drawn from the run dirs when all of them were at hand; no curve "
+                f"is shipped for {', '.join(uncurved)}, so it is not redrawn, and a run shipped "
+                "since is not in it."
+            )
+            lines.append("")
+        else:
+            figure = validation_curves(columns, f"{task}, {cell.upper()}, {data}")
+            figure.savefig(figure_path, dpi=100)
+            written[f"curves_{name}"] = figure_path
+        lines.append(f"![validation curves](curves_{name}.png)")
         for size, group in columns.items():
             for run in group:
                 csv_rows.append(

@@ -80,17 +80,54 @@ def test_stack_backends_reports_each_fused_row_against_torch(monkeypatch):
 
     if stack_backends.extension() is None:
         pytest.skip("the fused kernels are not built here (no compiler)")
-    speeds = {"torch": 100.0, "fused": 250.0}
+    # fake speeds by backend and whether an LSTM's gates are kept (None: the torch module)
+    speeds = {("torch", None): 100.0, ("fused", False): 250.0, ("fused", True): 300.0}
+    measured = []
+
+    def fake_seconds(stacks, proj, batch, repeats):
+        measured.append([(stack.cell, stack.backend, keep) for stack, keep in stacks])
+        return [batch / speeds[stack.backend, keep] for stack, keep in stacks]
+
     monkeypatch.setattr(stack_backends, "gemm_gflops", lambda: 1000.0)
-    monkeypatch.setattr(
-        stack_backends, "sequences_per_second", lambda stack, *_: speeds[stack.backend]
-    )
+    monkeypatch.setattr(stack_backends, "seconds_per_batch", fake_seconds)
     report = stack_backends.run(sizes=("1x8",), batches=(4,), repeats=1)
-    by_backend = {(r["cell"], r["backend"]): r for r in report["rows"]}
-    assert set(by_backend) == {(c, b) for c in ("gru", "lstm") for b in ("torch", "fused")}
-    for cell in ("gru", "lstm"):
-        assert by_backend[cell, "fused"]["vs_torch"] == 2.5
-        assert "vs_torch" not in by_backend[cell, "torch"]
+    # each cell's variants are measured together (interleaved); an LSTM's fused path twice
+    assert measured == [
+        [("gru", "torch", None), ("gru", "fused", False)],
+        [("lstm", "torch", None), ("lstm", "fused", False), ("lstm", "fused", True)],
+    ]
+    rows = {(r["cell"], r["backend"], r["gates"]): r for r in report["rows"]}
+    assert rows["gru", "fused", "recomputed"]["vs_torch"] == 2.5
+    assert rows["lstm", "fused", "recomputed"]["vs_torch"] == 2.5
+    assert rows["lstm", "fused", "kept"]["vs_torch"] == 3.0
+    assert "vs_torch" not in rows["lstm", "torch", "–"]
     # share of the GEMM rate: seq/s x useful FLOPs over the measured rate
     flops = stack_backends.useful_flops("lstm", 1, 8)
-    assert by_backend["lstm", "torch"]["of_gemm_limit"] == round(100 * flops / 1e9 / 1000, 3)
+    assert rows["lstm", "torch", "–"]["of_gemm_limit"] == round(100 * flops / 1e9 / 1000, 3)
+
+
+def test_stack_backends_interleaves_the_variants_round_by_round():
+    from seqrnn.bench import stack_backends
+
+    calls = []
+
+    class Recorder:
+        """A stand-in stack that records which variant ran (and under which gates choice)."""
+
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, x, input_proj=None):
+            from seqrnn.nn.fused import keeps_gates
+
+            calls.append((self.name, keeps_gates(1)))
+            return None, torch.ones(1, requires_grad=True)
+
+        def top_output(self, state):
+            return state
+
+    stacks = [(Recorder("torch"), None), (Recorder("a"), False), (Recorder("b"), True)]
+    seconds = stack_backends.seconds_per_batch(stacks, None, batch=2, repeats=3)
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    one_round = [("torch", False), ("a", False), ("b", True)]  # warm-up, then three rounds
+    assert calls == one_round * 4

@@ -12,7 +12,7 @@ from torch import nn
 from seqrnn.errors import ConfigError
 from seqrnn.models import SequenceClassifier
 from seqrnn.nn import RecurrentStack, fused
-from seqrnn.nn.fused import FusedGRULayer, FusedLSTMLayer, extension
+from seqrnn.nn.fused import FusedGRULayer, FusedLSTMLayer, extension, gates_kept
 
 # Where a compiler is expected (here, CI), a failed build fails the tests below; a machine without
 # one says so with SEQRNN_NO_COMPILER=1 and skips them.
@@ -75,14 +75,20 @@ def float64_truth(stack, x, units_state):
     return run_both(exact, x64, units_state, dtype=torch.float64)[1]
 
 
-@pytest.mark.parametrize("cell", CELLS)
+# An LSTM layer's backward either reads the gates its forward kept or recomputes them.
+VARIANTS = [("gru", None), ("lstm", False), ("lstm", True)]
+VARIANT_IDS = ["gru", "lstm-recomputed", "lstm-kept-gates"]
+
+
+@pytest.mark.parametrize(("cell", "keep"), VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize(("batch", "steps", "inputs", "units"), [(3, 17, 5, 8), (7, 40, 1, 33)])
-def test_fused_equals_torch_with_all_gradients(cell, layers, batch, steps, inputs, units):
+def test_fused_equals_torch_with_all_gradients(cell, keep, layers, batch, steps, inputs, units):
     torch.manual_seed(layers + units)
     stack = RecurrentStack(cell, inputs, units, layers)
     x = torch.randn(batch, steps, inputs, requires_grad=True)
-    fused, reference = run_both(stack, x, (layers, batch, units))
+    with gates_kept(keep):
+        fused, reference = run_both(stack, x, (layers, batch, units))
     assert len(fused) == 1 + (1 + (cell == "lstm")) * 2 + 1 + 4 * layers
     for got, want in zip(fused, reference, strict=True):
         assert_close_at_scale(got, want)
@@ -129,6 +135,25 @@ def test_a_loss_on_the_final_state_sends_no_gradient_to_the_outputs(cell, monkey
         assert_close_at_scale(got, want)
 
 
+def test_lstm_layers_keep_their_gates_from_the_threshold_width_on(monkeypatch):
+    # A layer at least KEEP_LSTM_GATES_FROM_UNITS wide hands its backward the [T, B, 4H] gates
+    # its forward kept; a narrower one hands it none (it recomputes them).
+    module = extension()
+    backward = module.lstm_backward
+    gates_shapes = []
+
+    def recording(*args):
+        gates_shapes.append(tuple(args[8].shape))  # lstm_backward's gates
+        return backward(*args)
+
+    monkeypatch.setattr(module, "lstm_backward", recording)
+    wide = fused.KEEP_LSTM_GATES_FROM_UNITS
+    for units in (wide - 1, wide):
+        stack = RecurrentStack("lstm", 1, units, backend="fused")
+        stack(torch.randn(2, 5, 1))[0].sum().backward()
+    assert gates_shapes == [(0,), (5, 2, 4 * wide)]
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_folding_the_input_affine_changes_nothing(cell):
     torch.manual_seed(0)
@@ -139,7 +164,8 @@ def test_folding_the_input_affine_changes_nothing(cell):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-def test_gradcheck_in_float64():
+@pytest.mark.parametrize("keep", [False, True], ids=["recomputed", "kept-gates"])
+def test_gradcheck_in_float64(keep):
     torch.manual_seed(0)
     module = extension()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
@@ -147,9 +173,10 @@ def test_gradcheck_in_float64():
         rnn = rnn_class(3, 4).double()
         weights = [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0]
         start = [torch.randn(2, 4, dtype=torch.float64, requires_grad=True) for _ in range(states)]
-        assert torch.autograd.gradcheck(
-            lambda *args, layer=layer: layer.apply(*args, module), (x, *start, *weights)
-        )
+        with gates_kept(keep):
+            assert torch.autograd.gradcheck(
+                lambda *args, layer=layer: layer.apply(*args, module), (x, *start, *weights)
+            )
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from seqrnn.report import find_runs, markdown_table, tables, write_report
@@ -183,3 +184,52 @@ def test_recipes_are_told_apart_within_a_size_only(tmp_path):
     (other / "results.json").write_text(json.dumps({**results, "layers": 3}))
     columns = tables(find_runs(tmp_path))[("classify", "gru", "pixel order")]
     assert list(columns) == ["1x32", "3x32"]
+
+
+def ship_like_the_study(run, docs):
+    """What experiments.study ships of a run dir: results, config and the validation curve."""
+    from seqrnn.report import write_curve
+
+    target = docs / "classify" / run.name
+    target.mkdir(parents=True)
+    (target / "results.json").write_text((run / "results.json").read_text())
+    (target / "config.yaml").write_text((run / ".hydra" / "config.yaml").read_text())
+    return target, write_curve(run, target)
+
+
+def test_a_shipped_run_reports_as_its_run_dir_did(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from seqrnn.report import read_curve
+
+    run = fake_run(tmp_path / "runs", "classify-gru-1x32", results={"test_acc": 0.9})
+    with SummaryWriter(str(run / "tensorboard")) as writer:
+        for epoch, loss in enumerate([0.9, 0.5, 0.25]):
+            writer.add_scalar("val/loss", loss, epoch)
+    target, curve = ship_like_the_study(run, tmp_path / "docs")
+    assert curve == target / "curve.csv"
+    assert read_curve(target) == pytest.approx(read_curve(run)) == [0.9, 0.5, 0.25]
+    (shipped,) = find_runs(tmp_path / "docs")
+    (original,) = find_runs(tmp_path / "runs")
+    assert (shipped.task, shipped.size, shipped.status) == ("classify", "1x32", "done")
+    assert (shipped.results, shipped.settings) == (original.results, original.settings)
+    written = write_report(tmp_path / "docs")
+    assert written["curves_classify_gru_pixel_order"].is_file()
+
+
+def test_a_figure_is_not_redrawn_without_every_runs_curve(tmp_path):
+    # a shipped run without curve.csv (shipped before curves were): the figure drawn from the
+    # run dirs stays, and the report says why
+    docs = tmp_path / "docs"
+    run = fake_run(tmp_path / "runs", "classify-gru-1x32", results={"test_acc": 0.9})
+    target, _ = ship_like_the_study(run, docs)
+    figure = docs / "curves_classify_gru_pixel_order.png"
+    figure.write_bytes(b"drawn before")
+    written = write_report(docs)
+    assert figure.read_bytes() == b"drawn before"
+    assert "curves_classify_gru_pixel_order" not in written
+    assert "no curve is shipped for classify-gru-1x32" in written["markdown"].read_text()
+    # with its curve, it is redrawn
+    (target / "curve.csv").write_text("epoch,val_loss\n1,0.5\n2,0.25\n")
+    written = write_report(docs)
+    assert figure.read_bytes()[:4] == b"\x89PNG"

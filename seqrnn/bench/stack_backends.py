@@ -3,30 +3,35 @@
 For cell x size x backend x batch: sequences per second of forward + backward of the last output
 (the classifier's use: read from the final state), from the pixel through the input affine and
 the stack, on random binary sequences ``[B, 784, 1]``; the median over a few batches after one
-warm-up. In the same run, the machine's GEMM rate (a 2048 x 2048 x 2048 float32 matmul, median
-of 5), each row's share of it (``of_gemm_limit``), and each fused row's speed over
-``nn.GRU``/``nn.LSTM``'s at the same cell, size and batch (``vs_torch``). The useful FLOPs of a
-sequence are 3 x 784 x sum over layers of 2 G H (I + H) (forward GEMMs, and twice that backward;
-G = 3 gates for a GRU, 4 for an LSTM; I = 1 pixel for the first layer, whose input affine folds
-into its weights, H above), times sequences per second, over the GEMM rate.
+warm-up, the backends of a cell and size measured in interleaved rounds (so that the machine's
+drift in speed during a run, which was up to 30% here, touches them alike). In the same run,
+the machine's GEMM rate (a 2048 x 2048 x 2048 float32 matmul, median of 5), each row's share of
+it (``of_gemm_limit``), and each fused row's speed over ``nn.GRU``/``nn.LSTM``'s at the same
+cell, size and batch (``vs_torch``); the fused LSTM rows come twice, the backward recomputing
+the gates and reading those the forward kept (``gates``). The useful FLOPs of a sequence are
+3 x 784 x sum over layers of 2 G H (I + H) (forward GEMMs, and twice that backward; G = 3 gates
+for a GRU, 4 for an LSTM; I = 1 pixel for the first layer, whose input affine folds into its
+weights, H above), times sequences per second, over the GEMM rate.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from seqrnn.bench.common import device, sync, timed
+from seqrnn.bench.common import device, timed
 from seqrnn.bench.train_throughput import SIZES, parse_size
 from seqrnn.nn import RecurrentStack
-from seqrnn.nn.fused import extension
+from seqrnn.nn.fused import extension, gates_kept
 
 QUICK = {"sizes": ("1x32",), "batches": (64,), "repeats": 2}
 STEPS = 784
+# A fused LSTM layer's backward recomputes its gates or reads the ones its forward kept: both
+# are measured (seqrnn.nn.fused.KEEP_LSTM_GATES_FROM_UNITS picks by width from these numbers).
+GATES = {"–": None, "recomputed": False, "kept": True}
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -45,59 +50,73 @@ def useful_flops(cell: str, layers: int, units: int, inputs: int = 1) -> float:
     return 3 * STEPS * per_step
 
 
-def sequences_per_second(stack, proj, batch: int, repeats: int) -> float:
+def seconds_per_batch(stacks: list, proj, batch: int, repeats: int) -> list[float]:
+    """Median seconds of a forward + backward of each ``(stack, keep_gates)``, measured in
+    ``repeats`` interleaved rounds (one batch of each in turn, after one warm-up each), so a
+    change of the machine's speed during the run touches every variant alike."""
     dev = device()
     x = torch.randint(0, 2, (batch, STEPS, 1), device=dev).float()
 
-    def step():
-        _, state = stack(x, input_proj=proj)
-        stack.top_output(state).sum().backward()
+    def step(stack, keep):
+        with gates_kept(keep):
+            _, state = stack(x, input_proj=proj)
+            stack.top_output(state).sum().backward()
 
-    step()  # warm-up (and, the first time, the fused kernel's build)
-    times = []
+    for stack, keep in stacks:  # warm-up (and, the first time, the fused kernel's build)
+        step(stack, keep)
+    times: list[list[float]] = [[] for _ in stacks]
     for _ in range(repeats):
-        sync(dev)
-        start = time.perf_counter()
-        step()
-        sync(dev)
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+        for (stack, keep), spent in zip(stacks, times, strict=True):
+            spent.append(timed(lambda s=stack, k=keep: step(s, k), dev))
+    return [statistics.median(spent) for spent in times]
 
 
-def run(sizes=SIZES, batches=(256, 1024), repeats: int = 3) -> dict[str, Any]:
+def variants(cell: str, fused: bool) -> list[tuple[str, str]]:
+    """(backend, gates) rows of a cell: nn.GRU / nn.LSTM, then the fused kernel; an LSTM's
+    twice, its backward recomputing the gates and reading the ones its forward kept."""
+    if not fused:
+        return [("torch", "–")]
+    return [("torch", "–"), ("fused", "recomputed")] + [("fused", "kept")] * (cell == "lstm")
+
+
+def run(sizes=SIZES, batches=(256, 1024), repeats: int = 5) -> dict[str, Any]:
     dev = device()
-    backends = ["torch"] + (["fused"] if dev.type == "cpu" and extension() is not None else [])
+    fused = dev.type == "cpu" and extension() is not None
     limit = gemm_gflops()
     rows = []
-    torch_seq_s: dict[tuple[int, str, str], float] = {}
     for batch in batches:
         for size in sizes:
             layers, units = parse_size(size)
             for cell in ("gru", "lstm"):
-                for backend in backends:
-                    torch.manual_seed(0)
-                    stack = RecurrentStack(
-                        cell=cell, input_size=units, units=units, layers=layers, backend=backend
-                    ).to(dev)
-                    proj = nn.Linear(1, units).to(dev)
-                    seq_s = sequences_per_second(stack, proj, batch, repeats)
+                torch.manual_seed(0)
+                proj = nn.Linear(1, units).to(dev)
+                cases = variants(cell, fused)
+                stacks = [
+                    (
+                        RecurrentStack(cell, units, units, layers, backend=backend).to(dev),
+                        GATES[gates],
+                    )
+                    for backend, gates in cases
+                ]
+                seconds = seconds_per_batch(stacks, proj, batch, repeats)
+                for (backend, gates), spent in zip(cases, seconds, strict=True):
+                    seq_s = batch / spent
                     gflops = seq_s * useful_flops(cell, layers, units) / 1e9
                     row = {
                         "batch": batch,
                         "cell": cell,
                         "size": size,
                         "backend": backend,
+                        "gates": gates,
                         "seq_s": round(seq_s, 1),
                         "gflops": round(gflops, 1),
                         "of_gemm_limit": round(gflops / limit, 3),
                     }
-                    if backend == "torch":
-                        torch_seq_s[batch, cell, size] = seq_s
-                    else:
-                        row["vs_torch"] = round(seq_s / torch_seq_s[batch, cell, size], 2)
+                    if backend != "torch":
+                        row["vs_torch"] = round(seconds[0] / spent, 2)
                     rows.append(row)
                     print(
-                        f"b{batch} {cell}-{size} {backend}: {seq_s:.0f} seq/s, "
+                        f"b{batch} {cell}-{size} {backend} ({gates} gates): {seq_s:.0f} seq/s, "
                         f"{gflops / limit:.0%} of the GEMM rate",
                         flush=True,
                     )

@@ -18,7 +18,8 @@
 // Memory traffic, not arithmetic, bounds a small RNN on a CPU: the forward keeps only the
 // outputs (and an LSTM's cell states); the backward recomputes the gates from them, a chunk of
 // steps at a time, with GEMMs that run at full speed (rather than saving 3H or 4H numbers per
-// step and reading them back).
+// step and reading them back). Only a wide LSTM gains from keeping its activated gates instead
+// (the caller chooses: keep_gates), which saves a GEMM per chunk and four exp/tanh per unit.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -170,21 +171,34 @@ inline LstmGates<scalar_t> lstm_gates_at(const scalar_t* g, const scalar_t* b_hh
   return a;
 }
 
-// LSTM forward gates of one step: g [B, 4H] holds W_ih x + b_ih + W_hh h (b_hh [4H] is added
-// here); from the previous cell state c [B, H] -> the new c_new and h_new [B, H].
+// The gates of unit j as the forward kept them (activated, i, f, g, o blocks of a [4H] row).
 template <typename scalar_t>
-void lstm_forward_gates(const scalar_t* g, const scalar_t* b_hh, const scalar_t* c,
-                        scalar_t* c_new, scalar_t* h_new, int64_t batch, int64_t units) {
+inline LstmGates<scalar_t> lstm_kept_gates_at(const scalar_t* g, int64_t units, int64_t j) {
+  return {g[j], g[units + j], g[2 * units + j], g[3 * units + j]};
+}
+
+// LSTM forward gates of one step: g [B, 4H] holds W_ih x + b_ih + W_hh h (b_hh [4H] is added
+// here); from the previous cell state c [B, H] -> the new c_new and h_new [B, H]. With kKeep,
+// g's rows are overwritten with the activated gates, for the backward to read.
+template <bool kKeep, typename scalar_t>
+void lstm_forward_gates(scalar_t* g, const scalar_t* b_hh, const scalar_t* c, scalar_t* c_new,
+                        scalar_t* h_new, int64_t batch, int64_t units) {
   const int64_t width = 4 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* g_b = g + b * width;
+      scalar_t* g_b = g + b * width;
       const scalar_t* c_b = c + b * units;
       scalar_t* cn_b = c_new + b * units;
       scalar_t* hn_b = h_new + b * units;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
         const LstmGates<scalar_t> a = lstm_gates_at(g_b, b_hh, units, j);
+        if constexpr (kKeep) {
+          g_b[j] = a.i;
+          g_b[units + j] = a.f;
+          g_b[2 * units + j] = a.g;
+          g_b[3 * units + j] = a.o;
+        }
         const scalar_t cell = a.f * c_b[j] + a.i * a.g;
         cn_b[j] = cell;
         hn_b[j] = a.o * std::tanh(cell);
@@ -194,11 +208,12 @@ void lstm_forward_gates(const scalar_t* g, const scalar_t* b_hh, const scalar_t*
 }
 
 // LSTM backward gates of one step. dh = carried_h + grad_out reaches h', carried_c reaches c';
-// with the recomputed g (as in lstm_forward_gates), the previous and new cell states, it gives
-// the gradient of the pre-activations dg [B, 4H] (the same for the input and the hidden part:
-// they add). carried_c is overwritten with the previous cell state's gradient; the previous
-// h's gradient, dg W_hh, is the caller's.
-template <typename scalar_t>
+// with the gates (kKept: g holds them activated, as the forward kept them; else g holds the
+// recomputed pre-activations, as in lstm_forward_gates), the previous and new cell states, it
+// gives the gradient of the pre-activations dg [B, 4H] (the same for the input and the hidden
+// part: they add). carried_c is overwritten with the previous cell state's gradient; the
+// previous h's gradient, dg W_hh, is the caller's.
+template <bool kKept, typename scalar_t>
 void lstm_backward_gates(const scalar_t* carried_h, scalar_t* carried_c, const scalar_t* grad_out,
                          int64_t go_stride, const scalar_t* g, const scalar_t* b_hh,
                          const scalar_t* c_prev, const scalar_t* c, scalar_t* dg, int64_t batch,
@@ -215,7 +230,8 @@ void lstm_backward_gates(const scalar_t* carried_h, scalar_t* carried_c, const s
       scalar_t* dg_b = dg + b * width;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
-        const LstmGates<scalar_t> a = lstm_gates_at(g_b, b_hh, units, j);
+        const LstmGates<scalar_t> a =
+            kKept ? lstm_kept_gates_at(g_b, units, j) : lstm_gates_at(g_b, b_hh, units, j);
         const scalar_t i = a.i, f = a.f, gg = a.g, o = a.o;
         const scalar_t tc = std::tanh(c_b[j]);
         const scalar_t dh = ch_b[j] + go_b[j];
@@ -323,11 +339,13 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
   return {dx, carried, dw_ih, dw_hh, db_ih, db_hh};
 }
 
-// LSTM forward of one layer: x [T, B, I], h0 and c0 [B, H] -> {out [T, B, H], cells [T, B, H]}.
+// LSTM forward of one layer: x [T, B, I], h0 and c0 [B, H] -> {out [T, B, H], cells [T, B, H],
+// gates}. With keep_gates, gates [T, B, 4H] holds every step's activated gates (i, f, g, o) for
+// the backward, which then skips recomputing them; else it is empty.
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                     const at::Tensor& b_hh) {
+                                     const at::Tensor& b_hh, bool keep_gates) {
   TORCH_CHECK(x.dim() == 3 && h0.dim() == 2 && c0.dim() == 2,
               "expected x [T, B, I], h0 and c0 [B, H]");
   const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
@@ -335,46 +353,54 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0,
   auto xc = x.contiguous();
   auto out = at::empty({steps, batch, units}, x.options());
   auto cells = at::empty({steps, batch, units}, x.options());
-  auto g = at::empty({chunk, batch, 4 * units}, x.options());
+  // Kept: one buffer for all steps; else one chunk's, reused.
+  auto g = at::empty({keep_gates ? steps : chunk, batch, 4 * units}, x.options());
   auto w_hh_t = w_hh.t();
   auto b_hh_c = b_hh.contiguous();
   at::Tensor h = h0.contiguous();
   at::Tensor c = c0.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
+    auto step =
+        keep_gates ? lstm_forward_gates<true, scalar_t> : lstm_forward_gates<false, scalar_t>;
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
       const int64_t len = std::min(chunk, steps - s0);
-      auto g_rows = g.narrow(0, 0, len).view({len * batch, 4 * units});
+      const int64_t first = keep_gates ? s0 : 0;  // the chunk's first row of g
+      auto g_rows = g.narrow(0, first, len).view({len * batch, 4 * units});
       at::addmm_out(g_rows, b_ih, xc.narrow(0, s0, len).view({len * batch, inputs}), w_ih.t());
       for (int64_t t = s0; t < s0 + len; ++t) {
-        at::Tensor g_t = g[t - s0];
+        at::Tensor g_t = g[first + t - s0];
         g_t.addmm_(h, w_hh_t);  // the input part is not needed again: add in place
         at::Tensor h_new = out[t], c_new = cells[t];
-        lstm_forward_gates<scalar_t>(g_t.data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(),
-                                     c.data_ptr<scalar_t>(), c_new.data_ptr<scalar_t>(),
-                                     h_new.data_ptr<scalar_t>(), batch, units);
+        step(g_t.data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+             c_new.data_ptr<scalar_t>(), h_new.data_ptr<scalar_t>(), batch, units);
         h = h_new;
         c = c_new;
       }
     }
   });
-  return {out, cells};
+  return {out, cells, keep_gates ? g : at::empty({0}, x.options())};
 }
 
 // LSTM backward of one layer. grad_out [T, B, H] reaches every output (empty: none does),
-// grad_h and grad_c [B, H] the final state. Returns {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh}.
+// grad_h and grad_c [B, H] the final state; gates: lstm_forward's (empty: recompute them).
+// Returns {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh}.
 std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
                                       const at::Tensor& grad_c, const at::Tensor& x,
                                       const at::Tensor& h0, const at::Tensor& c0,
                                       const at::Tensor& out, const at::Tensor& cells,
-                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                      const at::Tensor& b_ih, const at::Tensor& b_hh) {
+                                      const at::Tensor& gates, const at::Tensor& w_ih,
+                                      const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                      const at::Tensor& b_hh) {
   const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
   const int64_t chunk = chunk_steps(batch, steps);
   auto opts = x.options();
   auto xc = x.contiguous();
   auto h0c = h0.contiguous();
   auto c0c = c0.contiguous();
-  auto g = at::empty({chunk, batch, 4 * units}, opts);
+  const bool kept = gates.numel() > 0;
+  TORCH_CHECK(!kept || (gates.is_contiguous() && gates.size(0) == steps),
+              "lstm_backward: gates must be lstm_forward's [T, B, 4H]");
+  auto g = at::empty({kept ? 0 : chunk, batch, 4 * units}, opts);
   auto dg = at::empty({chunk, batch, 4 * units}, opts);
   auto b_hh_c = b_hh.contiguous();
   auto carried_h = grad_h.contiguous().clone();
@@ -385,21 +411,27 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
   auto db = at::zeros({4 * units}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
     const OutputGrad<scalar_t> grad_rows(grad_out, units, opts);
+    auto step = kept ? lstm_backward_gates<true, scalar_t> : lstm_backward_gates<false, scalar_t>;
     const int64_t last_start = ((steps - 1) / chunk) * chunk;
     for (int64_t s0 = last_start; s0 >= 0; s0 -= chunk) {
       const int64_t len = std::min(chunk, steps - s0);
       auto x_rows = xc.narrow(0, s0, len).view({len * batch, inputs});
       auto h_prev_rows = states_before(out, h0c, s0, len);
       auto c_prev_rows = states_before(cells, c0c, s0, len);
-      // Recompute this chunk's pre-activations (without b_hh): two GEMMs over all its steps.
-      auto g_rows = g.narrow(0, 0, len).view({len * batch, 4 * units});
-      at::addmm_out(g_rows, b_ih, x_rows, w_ih.t());
-      g_rows.addmm_(h_prev_rows, w_hh.t());
+      at::Tensor g_chunk;
+      if (kept) {
+        g_chunk = gates.narrow(0, s0, len);
+      } else {  // recompute this chunk's pre-activations (without b_hh): two GEMMs
+        g_chunk = g.narrow(0, 0, len);
+        auto g_rows = g_chunk.view({len * batch, 4 * units});
+        at::addmm_out(g_rows, b_ih, x_rows, w_ih.t());
+        g_rows.addmm_(h_prev_rows, w_hh.t());
+      }
       for (int64_t t = s0 + len - 1; t >= s0; --t) {
         const int64_t k = t - s0;
-        lstm_backward_gates<scalar_t>(
+        step(
             carried_h.data_ptr<scalar_t>(), carried_c.data_ptr<scalar_t>(),
-            grad_rows.at_step(t), grad_rows.batch_stride, g[k].data_ptr<scalar_t>(),
+            grad_rows.at_step(t), grad_rows.batch_stride, g_chunk[k].data_ptr<scalar_t>(),
             b_hh_c.data_ptr<scalar_t>(), c_prev_rows.data_ptr<scalar_t>() + k * batch * units,
             cells[t].data_ptr<scalar_t>(), dg[k].data_ptr<scalar_t>(), batch, units);
         // The previous h reaches the loss only through the recurrent weights.
