@@ -7,7 +7,8 @@ without loading torch.
 # A training run's dir (see DESIGN.md): results, and the checkpoints it keeps.
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT = f"{CHECKPOINT_DIR}/best.ckpt"  # the lowest validation loss
+# the best by callbacks.checkpoint.monitor: the lowest validation loss unless a recipe says else
+BEST_CHECKPOINT = f"{CHECKPOINT_DIR}/best.ckpt"
 LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/last.ckpt"  # the newest state, to resume from
 # What experiments.evaluate writes (and the study ships beside results.json).
 EVALUATION_FILE = "evaluation.json"

@@ -317,13 +317,16 @@ def write_curve(run_dir: str | Path, to: str | Path) -> Path | None:
     return path
 
 
-def validation_curves(columns: dict[str, list[Run]], title: str) -> Figure:
-    """``val/loss`` per epoch of every run of a table that has a curve (see read_curve)."""
+def validation_curves(
+    columns: dict[str, list[Run]], title: str, curves: dict[Path, list[float] | None]
+) -> Figure:
+    """``val/loss`` per epoch of every run of a table that has a curve (``curves``: read_curve
+    of each run's path)."""
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.subplots()
     for size, runs in columns.items():
         for i, run in enumerate(runs):
-            values = read_curve(run.path)
+            values = curves[run.path]
             if values is None:
                 continue
             label = size if len(runs) == 1 else f"{size} #{i + 1}"  # size: a column title
@@ -365,12 +368,8 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
         lines += ["", f"## {task}: {cell.upper()}, {data}", "", markdown_table(columns), ""]
         # Runs shipped before their curves were: a figure without them would replace one that
         # has them, so an existing figure stays as it was drawn, and says so.
-        uncurved = [
-            run.path.name
-            for group in columns.values()
-            for run in group
-            if read_curve(run.path) is None
-        ]
+        curves = {run.path: read_curve(run.path) for group in columns.values() for run in group}
+        uncurved = [path.name for path, values in curves.items() if values is None]
         if uncurved and figure_path.is_file():
             lines.append(
                 "The figure was drawn from the run dirs when all of them were at hand; no curve "
@@ -379,7 +378,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> dict[st
             )
             lines.append("")
         else:
-            figure = validation_curves(columns, f"{task}, {cell.upper()}, {data}")
+            figure = validation_curves(columns, f"{task}, {cell.upper()}, {data}", curves)
             figure.savefig(figure_path, dpi=100)
             written[f"curves_{name}"] = figure_path
         lines.append(f"![validation curves](curves_{name}.png)")
