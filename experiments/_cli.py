@@ -6,6 +6,7 @@ Kept free of torch and Lightning imports so that a mistyped option is answered i
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,20 +80,35 @@ def _overrides(argv: list[str]) -> list[tuple[str, object]]:
     return parsed
 
 
+def config_dirs(argv: list[str], conf_dir: Path = CONF_DIR) -> list[Path]:
+    """``conf_dir``, then the folders ``hydra.searchpath=[file://DIR, ...]`` adds (a project's
+    own configs, e.g. a ``cell/<name>.yaml`` of its own cell: docs/extending.md)."""
+    dirs = [conf_dir]
+    for _, override in _overrides(argv):
+        if override.key_or_group == "hydra.searchpath":
+            value = override.value()
+            for entry in value if isinstance(value, list) else [value]:
+                if str(entry).startswith("file://"):
+                    dirs.append(Path(str(entry).removeprefix("file://")))
+    return dirs
+
+
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Fail with one line for ``group=option`` where ``conf/<group>/<option>.yaml`` is missing.
+    """Fail with one line for ``group=option`` where no ``conf/<group>/<option>.yaml`` exists
+    (in ``conf_dir`` or a folder of ``hydra.searchpath``).
 
     Hydra would say so too, but over a dozen lines with its search path; this names the bad
     value and the options in one. Sweeps (``cell=gru,foo``) are checked value by value.
     """
     from hydra.core.override_parser.types import Glob
 
+    dirs = config_dirs(argv, conf_dir)
     for token, override in _overrides(argv):
         group = override.key_or_group
-        folder = conf_dir / group
-        if group.startswith("hydra") or override.is_delete() or not folder.is_dir():
+        folders = [d / group for d in dirs if (d / group).is_dir()]
+        if group.startswith("hydra") or override.is_delete() or not folders:
             continue
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         if isinstance(override.value(), Glob):  # glob(bayes_*): each option it matches
             values = override.value().filter(options)
             if not values:
@@ -133,20 +149,100 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
         if (p := _parse(t)) is not None and p.key_or_group not in given | {"resume", "skip_done"}
     ]
     extra = [] if "skip_done" in given else ["skip_done=false"]
-    return [*kept, *argv, *extra, f"hydra.run.dir='{run_dir}'"]
+    pinned = pinned_recipe(run_dir / ".hydra" / "config.yaml")
+    return [*kept, *pinned, *argv, *extra, f"hydra.run.dir='{run_dir}'"]
+
+
+# What a recipe sets (conf/recipe): the settings a resumed run keeps from its own config.
+RECIPE_KEYS = (
+    "model",
+    "data.batch_size",
+    "trainer.max_epochs",
+    "trainer.gradient_clip_val",
+    "callbacks.checkpoint.monitor",
+    "callbacks.checkpoint.mode",
+    "callbacks.early_stopping",
+)
+
+
+def pinned_recipe(config_file: Path) -> list[str]:
+    """Overrides that give a resumed run the recipe it was started with (``RECIPE_KEYS`` as its
+    ``.hydra/config.yaml`` holds them), even where ``conf/recipe`` has changed since."""
+    if not config_file.is_file():
+        return []
+    config = yaml.safe_load(config_file.read_text()) or {}
+    pinned = []
+    for key in RECIPE_KEYS:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if key == "model":
+            leaves = {f"model.{k}": v for k, v in node.items() if not str(k).startswith("_")}
+        else:
+            leaves = {key: node} if node != {} else {}
+        pinned += [
+            f"{name}={_override_value(value)}"
+            for name, value in leaves.items()
+            if not (isinstance(value, str) and value.startswith("${"))
+        ]
+    return pinned
+
+
+def _override_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar: null, true, 0.015, 'val/loss', [64,64], {k:v}."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def name_the_size(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """``units=``/``layers=`` without ``size=`` pick the size they name, so that its recipe
+    (``conf/recipe/<task>/<cell>-<size>.yaml``) comes with it: ``units=32`` is ``size=1x32``
+    (the other dimension from the default size); a shape without a preset (``layers=2 units=48``,
+    or a sweep over units or layers) is ``size=custom``, which trains the task's recipe.
+    With ``size=`` given, ``units=``/``layers=`` reshape that preset and keep its recipe."""
+    given = {override.key_or_group: override for _, override in _overrides(argv)}
+    if "size" in given or not {"units", "layers"} & given.keys():
+        return argv
+    if any(given[key].is_sweep_override() for key in ("units", "layers") if key in given):
+        return [*argv, "size=custom"]
+    default = yaml.safe_load((conf_dir / "size" / f"{default_choice('size')}.yaml").read_text())
+    shape = {
+        key: given[key].get_value_element_as_str() if key in given else str(default[key])
+        for key in ("layers", "units")
+    }
+    size = f"{shape['layers']}x{shape['units']}"
+    return [*argv, f"size={size if (conf_dir / 'size' / f'{size}.yaml').is_file() else 'custom'}"]
+
+
+def default_choice(group: str, config: str = "train") -> str:
+    """The option ``conf/<config>.yaml`` picks for ``group`` when the command line does not."""
+    defaults = yaml.safe_load((CONF_DIR / f"{config}.yaml").read_text())["defaults"]
+    return next(entry[group] for entry in defaults if isinstance(entry, dict) and group in entry)
 
 
 def prepare_argv(argv: list[str], required: dict[str, str] | None = None) -> list[str]:
     """The checks and expansions above, in order; returns the argv to hand to Hydra.
 
     ``required`` maps keys the command cannot run without to what they are, e.g.
-    ``{"ckpt": "the task=predict model to complete with"}``.
+    ``{"ckpt": "the task=predict model to complete with"}``. ``recipe=null`` is read as
+    ``~recipe`` (no recipe: the library defaults), which Hydra cannot take for an interpolated
+    default.
     """
+    argv = ["~recipe" if token == "recipe=null" else token for token in argv]
     check_group_choices(argv)
     for key, what in (required or {}).items():
         if not any(token.startswith(f"{key}=") for token in argv):
             fail(f"{key}=<run dir or .ckpt> is required: {what}")
-    return expand_resume(argv)
+    return name_the_size(expand_resume(argv))
 
 
 def launch(main: Callable[[], Any], required: dict[str, str] | None = None) -> None:
@@ -154,6 +250,26 @@ def launch(main: Callable[[], Any], required: dict[str, str] | None = None) -> N
     :func:`prepare_argv` (``required``: see there)."""
     sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:], required)]
     main()
+
+
+def entry_point(
+    config_name: str, run: Callable[[DictConfig], Any], required: dict[str, str] | None = None
+) -> None:
+    """What every entry point's ``__main__`` does: compose ``conf/<config_name>.yaml`` with the
+    checked command line, call ``run(cfg)``, and turn a user's error into one line and exit 2.
+
+    Hydra names the job (and its log file) after the module that defined ``run``."""
+    import hydra
+
+    @functools.wraps(run)
+    def task(cfg: DictConfig) -> Any:
+        with user_errors():
+            return run(cfg)
+
+    launch(
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task),
+        required,
+    )
 
 
 def trained_data(cfg: DictConfig, trained_on: dict[str, Any], **fixed: Any):

@@ -20,10 +20,10 @@ from seqrnn.layout import LAST_CHECKPOINT, RESULTS_FILE
 
 def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Instantiate every part of ``cfg`` and run :func:`seqrnn.training.train_and_evaluate`,
-    holding the run dir's lock (:mod:`seqrnn.run_lock`) throughout.
+    holding the run dir's lock (:mod:`seqrnn.training.lock`) throughout.
 
     ``extra_callbacks`` join the configured ones (e.g. a search's pruning callback)."""
-    from seqrnn.run_lock import run_lock
+    from seqrnn.training.lock import run_lock
 
     # One process per run dir; under data-parallel training the first process holds it.
     run_dir = Path(cfg.paths.output_dir)
@@ -40,10 +40,10 @@ def _build_and_train(
     from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from seqrnn.checkpoints import check_resumable
-    from seqrnn.epoch_log import EpochLog
+    from seqrnn.callbacks.epoch_log import EpochLog
     from seqrnn.models import check_task_data
     from seqrnn.training import train_and_evaluate
+    from seqrnn.training.checkpoints import check_resumable
 
     if cfg.skip_done and (run_dir / RESULTS_FILE).is_file():
         # A re-launched sweep: this job finished before.

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import launch, print_study_outputs, trained_data, user_errors
+from experiments._cli import entry_point, print_study_outputs, trained_data
+from seqrnn.layout import ANALYSIS_FILE
 
 TASKS = ("classify", "dirichlet")
 
 
 def run(cfg: DictConfig) -> dict:
-    from seqrnn.analysis import analyze_classifier, analyze_symbols
-    from seqrnn.checkpoints import load_trained
     from seqrnn.data import DirichletSequenceDataModule
+    from seqrnn.studies.analysis import analyze_classifier, analyze_symbols
+    from seqrnn.training.checkpoints import load_trained
 
     # (for task=predict: experiments.complete and experiments.inpaint)
     model, path, trained_on = load_trained(cfg.ckpt, TASKS, "analyze", cfg.device)
@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> dict:
         if cfg.count:
             images, labels = images[: cfg.count], labels[: cfg.count]
         report = analyze_classifier(model, images, labels, out_dir, cfg.image, str(path))
-        print_study_outputs(out_dir, report, ["analysis.json"])
+        print_study_outputs(out_dir, report, [ANALYSIS_FILE])
         print(
             f"  final accuracy {report['final_accuracy']:.4f}, 95% of it from step "
             f"{report['knows_at_step']} of {images.shape[1]}"
@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> dict:
         symbols = datamodule.splits["test"][0]
         fixed_p = list(cfg.fixed_p) if cfg.fixed_p is not None else None
         report = analyze_symbols(model, symbols, out_dir, fixed_p, cfg.shown, cfg.seed, str(path))
-        print_study_outputs(out_dir, report, ["analysis.json"])
+        print_study_outputs(out_dir, report, [ANALYSIS_FILE])
         for name, row in report["table"].items():
             print(
                 f"  {name:<8} KL {row['kl']:.2e}, network CE {row['network_ce']:.4f}, "
@@ -60,11 +60,5 @@ def run(cfg: DictConfig) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="analyze")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
-
-
 if __name__ == "__main__":
-    launch(main, required={"ckpt": "a task=classify or dirichlet model"})
+    entry_point("analyze", run, required={"ckpt": "a task=classify or dirichlet model"})

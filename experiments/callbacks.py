@@ -13,7 +13,7 @@ class WriteReport(Callback):
     """When a sweep ends, write its report (``report.md``, ``report.csv``, curves) into it."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from seqrnn.report import write_report
+        from seqrnn.sweeps.report import write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():

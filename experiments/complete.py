@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import launch, print_study_outputs, trained_data, user_errors
+from experiments._cli import entry_point, print_study_outputs, trained_data
+from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY
 
 
 def run(cfg: DictConfig) -> dict:
-    from seqrnn.checkpoints import load_trained
-    from seqrnn.completion import check_horizons, run_study
+    from seqrnn.studies.completion import check_horizons, run_study
+    from seqrnn.training.checkpoints import load_trained
 
     check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
     model, path, trained_on = load_trained(cfg.ckpt, ("predict",), "complete", cfg.device)
@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> dict:
         seed=cfg.seed,
         checkpoint=str(path),
     )
-    print_study_outputs(out_dir, report, ["completion.json", "summary.md"])
+    print_study_outputs(out_dir, report, [COMPLETION_FILE, COMPLETION_SUMMARY])
     for row in report["table"]:
         print(
             f"  n={row['n']:>3}: samples CE {row['samples_ce']:.4f}, ground truth CE "
@@ -50,11 +50,5 @@ def run(cfg: DictConfig) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="complete")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
-
-
 if __name__ == "__main__":
-    launch(main, required={"ckpt": "the task=predict model to complete with"})
+    entry_point("complete", run, required={"ckpt": "the task=predict model to complete with"})

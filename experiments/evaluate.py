@@ -12,19 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import launch, quiet_lightning, trained_data, user_errors
+from experiments._cli import entry_point, quiet_lightning, trained_data
 
 
 def run(cfg: DictConfig) -> dict:
     import lightning as L
 
-    from seqrnn.checkpoints import load_trained, resolve_device
     from seqrnn.files import write_json_atomic
     from seqrnn.layout import EVALUATION_FILE
     from seqrnn.training import describe_model, evaluate_splits
+    from seqrnn.training.checkpoints import load_trained, resolve_device
 
     quiet_lightning()
     device = resolve_device(cfg.device)
@@ -56,11 +55,5 @@ def run(cfg: DictConfig) -> dict:
     return evaluation
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
-
-
 if __name__ == "__main__":
-    launch(main, required={"ckpt": "the checkpoint to evaluate"})
+    entry_point("evaluate", run, required={"ckpt": "the checkpoint to evaluate"})

@@ -16,8 +16,8 @@ from experiments._cli import user_errors
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from seqrnn.checkpoints import export_weights, read_checkpoint, resolve_checkpoint
     from seqrnn.pretrained import PRETRAINED_DIR, pretrained_name
+    from seqrnn.training.checkpoints import export_weights, read_checkpoint, resolve_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", help="a run dir (its best checkpoint) or a .ckpt file")

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import launch, print_study_outputs, trained_data, user_errors
+from experiments._cli import entry_point, print_study_outputs, trained_data
+from seqrnn.layout import INPAINT_FILE, POSTERIOR_FILE
 
 
 def run(cfg: DictConfig) -> dict:
-    from seqrnn.checkpoints import load_trained
-    from seqrnn.inpainting import KINDS, build_set, check_hidden_counts, load_set, run_study
+    from seqrnn.studies.inpainting import KINDS, build_set, check_hidden_counts, load_set, run_study
+    from seqrnn.training.checkpoints import load_trained
 
     model, path, trained_on = load_trained(cfg.ckpt, ("predict",), "inpaint", cfg.device)
     datamodule = trained_data(cfg, trained_on, order="pixel")
@@ -40,17 +40,11 @@ def run(cfg: DictConfig) -> dict:
         max_sequences=cfg.max_sequences,
         checkpoint=str(path),
     )
-    print_study_outputs(out_dir, report, ["inpaint.json", "posterior.npz"])
+    print_study_outputs(out_dir, report, [INPAINT_FILE, POSTERIOR_FILE])
     for key, value in report.get("metrics", {}).items():
         print(f"  {key:<16} {value:.4f}" if isinstance(value, float) else f"  {key:<16} {value}")
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="inpaint")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
-
-
 if __name__ == "__main__":
-    launch(main, required={"ckpt": "the task=predict model to in-paint with"})
+    entry_point("inpaint", run, required={"ckpt": "the task=predict model to in-paint with"})

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         fail(f"{args.root} is not a folder; give a sweep dir (outputs/multirun/...) or outputs/")
-    from seqrnn.report import write_report
+    from seqrnn.sweeps.report import write_report
 
     written = write_report(args.root, args.out)
     print(f"report:  {written['markdown']}")

@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import fail, launch, user_errors
+from experiments._cli import entry_point, fail
 
 STUDY_FILE = "study.db"
 WORKER_KEY = "+search_worker"  # set on the extra worker processes a search starts
@@ -53,7 +52,7 @@ def trial_overrides(cfg: DictConfig, params: dict[str, Any], trial_dir: Path, th
 
 
 def write_trials(study, path: Path) -> None:
-    from seqrnn.search import trial_rows
+    from seqrnn.sweeps.search import trial_rows
 
     rows = trial_rows(study)
     fields = list(dict.fromkeys(key for row in rows for key in row))
@@ -78,7 +77,7 @@ def run(cfg: DictConfig) -> None:
     from hydra import compose
 
     from experiments._runs import build_and_train
-    from seqrnn.search import PruneOnValidation, counted_trials, open_study, suggest
+    from seqrnn.sweeps.search import PruneOnValidation, counted_trials, open_study, suggest
 
     search = cfg.search
     study_dir = Path(cfg.paths.output_dir)
@@ -137,7 +136,7 @@ def run(cfg: DictConfig) -> None:
 
 def report_best(study, cfg: DictConfig, study_dir: Path) -> None:
     """Print the best trial and write its overrides to ``best.yaml``."""
-    from seqrnn.search import counted_trials
+    from seqrnn.sweeps.search import counted_trials
 
     print(f"study:  {study_dir / STUDY_FILE}  ({counted_trials(study)} trials finished)")
     print(f"trials: {study_dir / 'trials.csv'}")
@@ -152,11 +151,5 @@ def report_best(study, cfg: DictConfig, study_dir: Path) -> None:
     print(f"        {' '.join(overrides)}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="search")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
-
-
 if __name__ == "__main__":
-    launch(main)
+    entry_point("search", run)

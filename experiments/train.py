@@ -6,26 +6,24 @@
     python -m experiments.train resume=<run dir>            # continue from its last.ckpt
     python -m experiments.train -m cell=gru,lstm size=1x32,3x32   # a sweep
 
-Composes the config, builds the data, model, callbacks, loggers and trainer from it, and hands
-them to :func:`seqrnn.training.train_and_evaluate`.
+Composes the config (the task, cell and size pick the recipe: conf/recipe), builds the data,
+model, callbacks, loggers and trainer from it, and hands them to
+:func:`seqrnn.training.train_and_evaluate`.
 """
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from experiments._cli import launch, user_errors
+from experiments._cli import entry_point
 from experiments._runs import build_and_train
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    with user_errors():
-        results = build_and_train(cfg)
+def run(cfg: DictConfig) -> float | None:
+    results = build_and_train(cfg)
     # A sweeper that optimises (e.g. Optuna) reads the returned number.
     return results.get("val_loss")
 
 
 if __name__ == "__main__":
-    launch(main)
+    entry_point("train", run)

@@ -7,9 +7,14 @@ import pytest
 import torch
 from conftest import run_entry, save_untrained
 
-from seqrnn.analysis import analyze_classifier, compare_with_bayes, layer_states, readout_over_time
 from seqrnn.data.dirichlet import generate
 from seqrnn.models import SequenceClassifier, SymbolPredictor
+from seqrnn.studies.analysis import (
+    analyze_classifier,
+    compare_with_bayes,
+    layer_states,
+    readout_over_time,
+)
 
 
 def small_classifier(cell="gru", layers=1, features=1) -> SequenceClassifier:

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from conftest import save_untrained
 from torch import nn
 
-from seqrnn.checkpoints import check_resumable, read_checkpoint
 from seqrnn.errors import CheckpointError, ConfigError
 from seqrnn.models import SequenceClassifier
+from seqrnn.training.checkpoints import check_resumable, read_checkpoint
 
 
 def small(**kwargs) -> SequenceClassifier:

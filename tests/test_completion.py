@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from seqrnn.completion import (
+from seqrnn.errors import ConfigError
+from seqrnn.models import NextPixelPredictor
+from seqrnn.studies.completion import (
     Completions,
     check_horizons,
     complete,
@@ -16,8 +18,6 @@ from seqrnn.completion import (
     run_study,
     sample_disagreement,
 )
-from seqrnn.errors import ConfigError
-from seqrnn.models import NextPixelPredictor
 
 
 @pytest.fixture
@@ -153,8 +153,8 @@ def test_study_writes_table_figures_summary_and_tensorboard(images, tmp_path):
 
 
 def test_every_scratch_image_is_drawn_when_the_count_is_not_a_multiple_of_8():
-    from seqrnn.completion import scratch_figure
     from seqrnn.models import NextPixelPredictor
+    from seqrnn.studies.completion import scratch_figure
 
     torch.manual_seed(0)
     figure = scratch_figure(NextPixelPredictor(units=4).eval(), 10)

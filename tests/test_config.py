@@ -9,12 +9,15 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from experiments._cli import CONF_DIR, check_group_choices, expand_resume
+from experiments._cli import CONF_DIR, check_group_choices, expand_resume, prepare_argv
 from seqrnn.data import MNISTSequenceDataModule
 from seqrnn.models import TASKS, check_task_data
 
-# the groups of conf/train.yaml (search presets belong to conf/search.yaml)
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "search")
+# the groups of conf/train.yaml whose options stand alone (search presets belong to
+# conf/search.yaml; recipes follow the task, cell and size: tests/test_recipes.py)
+GROUPS = sorted(
+    p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"search", "recipe", "hydra"}
+)
 SEARCH_PRESETS = sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml"))
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
@@ -30,7 +33,7 @@ def test_every_group_has_options():
     assert {"task", "cell", "size", "data", "trainer", "logger", "callbacks", "debug"} <= set(
         GROUPS
     )
-    assert {o for g, o in OPTIONS if g == "size"} == {"1x32", "1x64", "1x128", "3x32"}
+    assert {o for g, o in OPTIONS if g == "size"} == {"1x32", "1x64", "1x128", "3x32", "custom"}
     assert {o for g, o in OPTIONS if g == "trainer"} == {"default", "cpu", "gpu", "ddp"}
 
 
@@ -93,10 +96,11 @@ def test_every_search_preset_composes_into_trials(preset, tmp_path):
         (["size=3x32"], 3, 32, "gru"),
         (["size=3x32", "units=64", "cell=lstm"], 3, 64, "lstm"),
         (["layers=2"], 2, 128, "gru"),
+        (["layers=2", "units=48"], 2, 48, "gru"),
     ],
 )
 def test_size_presets_and_plain_units_layers(overrides, layers, units, cell, tmp_path):
-    cfg = compose_train(overrides, tmp_path)
+    cfg = compose_train(prepare_argv(overrides), tmp_path)
     assert (cfg.layers, cfg.units, cfg.cell) == (layers, units, cell)
     assert (cfg.model.layers, cfg.model.units, cfg.model.cell) == (layers, units, cell)
 

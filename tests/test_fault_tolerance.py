@@ -13,7 +13,7 @@ import torch
 from conftest import PROJECT_ROOT, run_train, tiny_overrides
 
 from seqrnn.data import SequenceBatches
-from seqrnn.run_lock import LOCK_FILE, run_lock
+from seqrnn.training.lock import LOCK_FILE, run_lock
 
 # A callback that signals its own process at the end of one training batch (0-based epoch and
 # batch); it runs after LastCheckpoint, which writes last.ckpt after every batch in these runs.
@@ -125,7 +125,7 @@ def test_sigterm_saves_last_checkpoint_and_exits_unfinished(
 
 def test_a_second_process_in_a_busy_run_dir_exits_2_naming_the_holder(tiny_mnist, tmp_path):
     hold = (
-        "import time\nfrom seqrnn.run_lock import run_lock\n"
+        "import time\nfrom seqrnn.training.lock import run_lock\n"
         f"with run_lock({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)"
     )
     holder = subprocess.Popen(
@@ -219,7 +219,7 @@ class FailingSave:
 
 
 def test_a_write_that_dies_leaves_the_previous_last_checkpoint_whole(tmp_path):
-    from seqrnn.last_checkpoint import LastCheckpoint
+    from seqrnn.callbacks.last_checkpoint import LastCheckpoint
 
     callback = LastCheckpoint(tmp_path, every_minutes=None)
     (tmp_path / "last.ckpt").write_bytes(b"the whole previous checkpoint")

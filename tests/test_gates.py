@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from seqrnn import gates
+from seqrnn.studies import gates
 
 
 def random_inputs(steps=100, seed=0):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from seqrnn.errors import DataError
-from seqrnn.inpainting import (
+from seqrnn.models import NextPixelPredictor
+from seqrnn.studies.inpainting import (
     brute_force_log_joint,
     build_set,
     candidates,
@@ -16,7 +17,6 @@ from seqrnn.inpainting import (
     run_study,
     study_metrics,
 )
-from seqrnn.models import NextPixelPredictor
 
 
 def images_with_hidden(spots, count=3, seed=0):

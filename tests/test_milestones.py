@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import quiet_trainer, run_train, tiny_overrides, tiny_rows
 
-from seqrnn.milestones import Milestones
+from seqrnn.callbacks.milestones import Milestones
 from seqrnn.models import NextPixelPredictor, SequenceClassifier
 from seqrnn.models.base import MilestoneSpec
 

@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 from conftest import REAL_MNIST, run_entry
 
-from seqrnn.checkpoints import export_weights, read_checkpoint, resolve_checkpoint
 from seqrnn.data import MNISTSequenceDataModule
 from seqrnn.errors import CheckpointError
 from seqrnn.models import TASKS, SequenceClassifier
 from seqrnn.pretrained import PRETRAINED_DIR, shipped
+from seqrnn.training.checkpoints import export_weights, read_checkpoint, resolve_checkpoint
 
 
 def test_pretrained_names_resolve_to_the_package_files(monkeypatch, tmp_path):
-    monkeypatch.setattr("seqrnn.checkpoints.PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr("seqrnn.training.checkpoints.PRETRAINED_DIR", tmp_path)
     monkeypatch.setattr("seqrnn.pretrained.PRETRAINED_DIR", tmp_path)
     (tmp_path / "classify-gru-1x32.ckpt").write_bytes(b"")
     assert resolve_checkpoint("pretrained:classify-gru-1x32") == tmp_path / "classify-gru-1x32.ckpt"

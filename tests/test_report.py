@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from seqrnn.report import find_runs, markdown_table, tables, write_report
+from seqrnn.sweeps.report import find_runs, markdown_table, tables, write_report
 
 
 def fake_run(root, name, cell="gru", size=(1, 32), results=None, last=False, task="classify"):
@@ -145,7 +145,7 @@ def test_one_recipe_keeps_plain_size_columns(tmp_path):
 
 
 def test_comparison_table_puts_each_shipped_run_beside_the_reference():
-    from seqrnn.report import comparison_table
+    from seqrnn.sweeps.report import comparison_table
 
     record = {"epochs": 12, "wall_seconds": 1800.0}
     shipped = {
@@ -178,7 +178,7 @@ def test_recipes_are_told_apart_within_a_size_only(tmp_path):
     other = recipe_run(tmp_path, "b", 1, 0.01, 256, {"test_acc": 0.7})
     config = yaml.safe_load((other / ".hydra" / "config.yaml").read_text())
     config.update(layers=3)
-    config["callbacks"] = {"divergence": {"_target_": "seqrnn.run_status.StopOnDivergence"}}
+    config["callbacks"] = {"divergence": {"_target_": "seqrnn.callbacks.StopOnDivergence"}}
     (other / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     results = json.loads((other / "results.json").read_text())
     (other / "results.json").write_text(json.dumps({**results, "layers": 3}))
@@ -188,7 +188,7 @@ def test_recipes_are_told_apart_within_a_size_only(tmp_path):
 
 def ship_like_the_study(run, docs):
     """What experiments.study ships of a run dir: results, config and the validation curve."""
-    from seqrnn.report import write_curve
+    from seqrnn.sweeps.report import write_curve
 
     target = docs / "classify" / run.name
     target.mkdir(parents=True)
@@ -200,7 +200,7 @@ def ship_like_the_study(run, docs):
 def test_a_shipped_run_reports_as_its_run_dir_did(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from seqrnn.report import read_curve
+    from seqrnn.sweeps.report import read_curve
 
     run = fake_run(tmp_path / "runs", "classify-gru-1x32", results={"test_acc": 0.9})
     with SummaryWriter(str(run / "tensorboard")) as writer:

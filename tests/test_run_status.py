@@ -7,8 +7,9 @@ import pytest
 from conftest import quiet_trainer, run_train, tiny_overrides, tiny_rows
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 
+from seqrnn.callbacks import StopOnDivergence
 from seqrnn.models import SequenceClassifier
-from seqrnn.run_status import StopOnDivergence, run_status
+from seqrnn.training.status import run_status
 
 
 class DivergesAt(SequenceClassifier):

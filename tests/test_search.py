@@ -10,7 +10,7 @@ from conftest import TINY_VAL, quiet_trainer, run_entry, tiny_rows
 
 from seqrnn.errors import ConfigError
 from seqrnn.models import SequenceClassifier
-from seqrnn.search import PruneOnValidation, counted_trials, open_study, suggest
+from seqrnn.sweeps.search import PruneOnValidation, counted_trials, open_study, suggest
 
 
 def tiny_search_args(data_dir, study_dir, *extra):

@@ -1,47 +1,78 @@
-"""`python -m experiments.study`: the commands it runs, in order, and what it skips."""
+"""The whole study: its plan on plain arguments (seqrnn.sweeps.study), and
+`python -m experiments.study` printing the commands it runs, in order, and what it skips."""
 
 import json
 
+import pytest
 from conftest import run_entry
 
+from seqrnn.errors import ConfigError
+from seqrnn.sweeps.study import StudyPlan, made_from, study_steps, training_steps
 
-def test_dry_run_lists_each_grid_sweep_with_its_budget(tmp_path):
-    result = run_entry(
-        "study",
-        "dry_run=true",
-        f"out={tmp_path / 'runs'}",
-        f"docs={tmp_path / 'docs'}",
-        "tasks=[classify,predict]",
-        "sizes=[1x32,1x128]",
-        'budgets.predict={1x32: "00:00:40:00", 1x128: "00:03:00:00"}',
-        'budgets.classify={1x32: "00:00:40:00"}',
-        'size_overrides={classify: {1x128: ["trainer.max_epochs=7", "model.lr=0.004"],'
-        ' lstm-1x128: ["trainer.max_epochs=9"]}}',
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
-    # an LSTM with settings of its own (the classifier's 1x128 here, the predictor's 1x32 and
-    # 1x128 in conf/study.yaml) trains in a sweep of its own beside the GRU's
-    assert len(sweeps) == 7
-    assert "+experiment=classify_grid cell=gru,lstm size=1x32 " in sweeps[0]
-    assert "callbacks.timer.duration=00:00:40:00" in sweeps[0]
-    assert "+experiment=classify_grid cell=gru size=1x128 " in sweeps[1]
-    assert "+experiment=classify_grid cell=lstm size=1x128 " in sweeps[2]
-    assert "trainer.max_epochs=7 model.lr=0.004 hydra/launcher" in sweeps[1]  # the size's
-    # the cell's after the size's
-    assert "trainer.max_epochs=7 model.lr=0.004 trainer.max_epochs=9 hydra/launcher" in sweeps[2]
-    assert "+experiment=predict_grid cell=gru size=1x32 " in sweeps[3]
-    assert "+experiment=predict_grid cell=lstm size=1x32 " in sweeps[4]
-    assert "+experiment=predict_grid cell=gru size=1x128 " in sweeps[5]
-    assert "+experiment=predict_grid cell=lstm size=1x128 " in sweeps[6]
-    assert all("callbacks.timer.duration=00:03:00:00" in line for line in sweeps[5:])
-    assert all("hydra/launcher=parallel" in line for line in sweeps)
-    assert "trainer.max_epochs=7" not in sweeps[0] + sweeps[3] + sweeps[5]
-    assert "shipped: nothing yet" in result.stdout
-    assert not (tmp_path / "docs").exists()  # a dry run writes nothing
+BUDGETS = {"classify": {"1x32": "00:00:40:00", "1x128": "00:03:00:00"}}
 
 
-def test_finished_runs_are_skipped_and_shipped(tmp_path):
+def plan_in(tmp_path, **kwargs) -> StudyPlan:
+    settings = {
+        "tasks": ["classify"],
+        "cells": ["gru", "lstm"],
+        "sizes": ["1x128", "1x32"],
+        "budgets": BUDGETS,
+        "out": tmp_path / "runs",
+        "docs": tmp_path / "docs",
+        "pretrained": tmp_path / "pretrained",
+    }
+    return StudyPlan(**{**settings, **kwargs})
+
+
+def test_each_size_is_a_group_of_its_cells_side_by_side_with_its_budget(tmp_path):
+    groups = training_steps(plan_in(tmp_path, threads=2))
+    assert len(groups) == 2 and all(len(group) == 2 for group in groups)
+    (gru, _), (lstm, _) = groups[0]
+    assert gru[1:4] == ["task=classify", "cell=gru", "size=1x128"] and "cell=lstm" in lstm
+    assert "callbacks.timer.duration=00:03:00:00" in gru and "threads=2" in gru
+    assert f"hydra.run.dir={tmp_path / 'runs' / 'classify' / 'classify-gru-1x128'}" in gru
+    assert "callbacks.timer.duration=00:00:40:00" in groups[1][0][0]
+
+
+def test_shipped_runs_are_not_trained_again_on_a_fresh_machine(tmp_path):
+    shipped = tmp_path / "docs" / "classify" / "classify-gru-1x128"
+    shipped.mkdir(parents=True)
+    (shipped / "results.json").write_text(json.dumps({"test_acc": 0.99}))
+    (gru, gru_makes), (lstm, lstm_makes) = training_steps(plan_in(tmp_path))[0]
+    assert gru_makes == []  # nothing left to make: shown as done
+    assert lstm_makes == [tmp_path / "runs" / "classify" / "classify-lstm-1x128" / "results.json"]
+
+
+def test_a_size_without_a_budget_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"sizes: '9x9' has no time budget .* 1x32, 1x128"):
+        training_steps(plan_in(tmp_path, sizes=["9x9"]))
+
+
+def test_the_state_analysis_runs_again_when_a_better_classifier_is_shipped(tmp_path):
+    for name, acc in (("classify-gru-1x32", 0.97), ("classify-lstm-1x64", 0.98)):
+        shipped = tmp_path / "docs" / "classify" / name
+        shipped.mkdir(parents=True)
+        (shipped / "results.json").write_text(json.dumps({"test_acc": acc}))
+    ((command, done, model),) = study_steps(plan_in(tmp_path), shipped=[])
+    assert command[:2] == ["experiments.analyze", "ckpt=pretrained:classify-lstm-1x64"]
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"checkpoint": "/somewhere/classify-lstm-1x64.ckpt"}))
+    assert made_from(done, model) == [done]  # made from the best shipped classifier: done
+    done.write_text(json.dumps({"checkpoint": "/somewhere/classify-gru-1x32.ckpt"}))
+    assert made_from(done, model) is None  # from another one: made again
+
+
+def test_completion_and_inpainting_follow_the_chosen_predictor(tmp_path):
+    steps = study_steps(plan_in(tmp_path, predictor="predict-lstm-1x32"), ["predict-lstm-1x32"])
+    assert [command[0] for command, _, _ in steps] == [
+        "experiments.complete",
+        *["experiments.inpaint"] * 2,
+    ]
+    assert all(model == "predict-lstm-1x32" for _, _, model in steps)
+
+
+def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
     runs = tmp_path / "runs" / "classify"
     for cell in ("gru", "lstm"):
         run = runs / f"classify-{cell}-1x32"
@@ -54,91 +85,22 @@ def test_finished_runs_are_skipped_and_shipped(tmp_path):
         f"docs={tmp_path / 'docs'}",
         f"pretrained={tmp_path / 'pretrained'}",
         "tasks=[classify]",
-        "sizes=[1x32]",
+        "sizes=[1x32,1x64]",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("done before: experiments.train -m +experiment=classify_grid")
-    exports = [line for line in lines if "experiments.export" in line]
+    assert lines[0].startswith("done before: experiments.train task=classify cell=gru size=1x32")
+    assert lines[2].startswith("$ python -m experiments.train task=classify cell=gru size=1x64 ")
+    assert lines[2].endswith(" &") and lines[3].endswith(" &")  # the two cells side by side
+    assert sum("experiments.export" in line for line in lines) == 2
     evaluations = [line for line in lines if "experiments.evaluate" in line]
-    assert len(exports) == 2 and len(evaluations) == 2
-    assert "ckpt=pretrained:classify-gru-1x32" in evaluations[0]
+    assert len(evaluations) == 2 and "ckpt=pretrained:classify-gru-1x32" in evaluations[0]
     assert "shipped: classify-gru-1x32, classify-lstm-1x32" in result.stdout
-    ship_only = run_entry(
-        "study",
-        "dry_run=true",
-        "train=false",
-        f"out={tmp_path / 'runs'}",
-        f"docs={tmp_path / 'docs'}",
-        f"pretrained={tmp_path / 'pretrained'}",
-    )
-    assert ship_only.returncode == 0, ship_only.stderr[-3000:]
-    assert "experiments.train" not in ship_only.stdout
-    assert "shipped: classify-gru-1x32, classify-lstm-1x32" in ship_only.stdout
+    assert not (tmp_path / "docs").exists() and not (tmp_path / "pretrained").exists()
 
 
-def test_shipped_runs_are_not_trained_again_on_a_fresh_machine(tmp_path):
-    shipped = tmp_path / "docs" / "classify" / "classify-gru-1x128"
-    shipped.mkdir(parents=True)
-    (shipped / "results.json").write_text(json.dumps({"test_acc": 0.99}))
-    result = run_entry(
-        "study",
-        "dry_run=true",
-        f"out={tmp_path / 'runs'}",  # empty: a fresh machine
-        f"docs={tmp_path / 'docs'}",
-        "tasks=[classify]",
-        "sizes=[1x128,1x32]",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
-    assert sweeps[0].startswith("$ python -m experiments.train -m +experiment=classify_grid")
-    assert " cell=lstm size=1x128 " in sweeps[0]  # the GRU is shipped: only the LSTM trains
-    assert " cell=gru,lstm size=1x32 " in sweeps[1]
-
-
-def test_a_cell_with_overrides_of_its_own_trains_in_its_own_sweep_beside_the_other(tmp_path):
-    result = run_entry(
-        "study",
-        "dry_run=true",
-        f"out={tmp_path / 'runs'}",
-        f"docs={tmp_path / 'docs'}",
-        "tasks=[predict]",
-        "sizes=[1x128]",
-        'size_overrides={predict: {1x128: ["model.lr=0.002"], '
-        'lstm-1x128: ["trainer.max_epochs=16"]}}',
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweeps = [line for line in result.stdout.splitlines() if "experiments.train -m" in line]
-    assert len(sweeps) == 2 and all(line.endswith(" &") for line in sweeps)  # side by side
-    gru, lstm = sweeps
-    assert " cell=gru size=1x128 " in gru and "trainer.max_epochs=16" not in gru
-    assert " cell=lstm size=1x128 " in lstm and "model.lr=0.002 trainer.max_epochs=16" in lstm
-    assert "model.lr=0.002" in gru
-
-
-def test_the_state_analysis_runs_again_when_a_better_classifier_is_shipped(tmp_path):
-    for name, acc in (("classify-gru-1x32", 0.97), ("classify-lstm-1x64", 0.98)):
-        shipped = tmp_path / "docs" / "classify" / name
-        shipped.mkdir(parents=True)
-        (shipped / "results.json").write_text(json.dumps({"test_acc": acc}))
-    analysis = tmp_path / "runs" / "analyze" / "analysis.json"
-    analysis.parent.mkdir(parents=True)
-    args = [
-        "dry_run=true",
-        "train=false",
-        f"out={tmp_path / 'runs'}",
-        f"docs={tmp_path / 'docs'}",
-        f"pretrained={tmp_path / 'pretrained'}",
-    ]
-
-    def analyze_line(made_from: str) -> str:
-        analysis.write_text(json.dumps({"checkpoint": f"/somewhere/{made_from}.ckpt"}))
-        result = run_entry("study", *args)
-        assert result.returncode == 0, result.stderr[-3000:]
-        (line,) = [x for x in result.stdout.splitlines() if "experiments.analyze" in x]
-        return line
-
-    # made from the best shipped classifier: done; from another one: made again from the best
-    assert analyze_line("classify-lstm-1x64").startswith("done before: experiments.analyze")
-    stale = analyze_line("classify-gru-1x32")
-    assert stale.startswith("$ python -m experiments.analyze ckpt=pretrained:classify-lstm-1x64")
+def test_a_size_without_a_budget_fails_in_one_line():
+    result = run_entry("study", "sizes=[9x9]", "dry_run=true")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: sizes: '9x9' has no time budget")
+    assert result.stderr.count("\n") == 1

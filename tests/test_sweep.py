@@ -12,7 +12,7 @@ import pytest
 from conftest import PROJECT_ROOT, run_train, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seqrnn.report import find_runs
+from seqrnn.sweeps.report import find_runs
 
 
 def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:

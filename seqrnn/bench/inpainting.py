@@ -1,11 +1,12 @@
 """In-painting speed: the exact posterior with prefix sharing against brute force.
 
 The workload of ``experiments.inpaint dataset=two_by_two``: ``count`` images, one hidden 2x2
-window each, 16 candidate fillings. ``shared`` is :func:`seqrnn.inpainting.posteriors` (pixels
-before the window read once per image, the state copied to the 16 candidates, which then read
-on from the window); ``brute`` scores the 16 completed images with full passes. Both batch
-``max_sequences`` sequences at a time. The images and windows are MNIST's (stroke placement)
-when the data is found, else random images with windows anywhere (reported in the JSON).
+window each, 16 candidate fillings. ``shared`` is
+:func:`seqrnn.studies.inpainting.posteriors` (pixels before the window read once per image,
+the state copied to the 16 candidates, which then read on from the window); ``brute`` scores
+the 16 completed images with full passes. Both batch ``max_sequences`` sequences at a time. The
+images and windows are MNIST's (stroke placement) when the data is found, else random images
+with windows anywhere (reported in the JSON).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from seqrnn.bench.common import device, timed
 from seqrnn.data import MNISTSequenceDataModule
 from seqrnn.errors import DataError
-from seqrnn.inpainting import build_set, candidates, posteriors
 from seqrnn.models import NextPixelPredictor
+from seqrnn.studies.inpainting import build_set, candidates, posteriors
 
 QUICK = {"count": 40}
 

@@ -79,7 +79,7 @@ class SequenceModel(L.LightningModule):
     task: ClassVar[str] = ""
     # the data family it reads (the DataModule's ``family``): "mnist" or "dirichlet"
     data_family: ClassVar[str] = "mnist"
-    # what seqrnn.milestones.Milestones records for it (None: nothing)
+    # what seqrnn.callbacks.milestones.Milestones records for it (None: nothing)
     milestones: ClassVar[MilestoneSpec | None] = None
 
     def __init__(

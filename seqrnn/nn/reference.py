@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from seqrnn.nn.stack import RecurrentStack, State
+from seqrnn.nn.cells import State
+from seqrnn.nn.stack import RecurrentStack
 
 
 def gru_cell(
@@ -76,8 +77,12 @@ def reference_forward(
     Returns:
         out: ``[B, T, H]`` top-layer outputs; state: final state as the stack returns it;
         trace: per layer, a dict name -> ``[B, T, H]``: the gates (r, z, n or i, f, g, o) and
-        the states (h, and c for an LSTM) at every step.
+        the states (h, and c for an LSTM) at every step; a registered cell's state parts.
     """
+    if stack.step_cell is not None:  # a cell of one's own: its step is its reference
+        trace: list[dict[str, torch.Tensor]] = []
+        out, state = stack._steps(x, state, None, trace=trace)
+        return out, state, trace
     if state is None:
         state = stack.initial_state(x.shape[0])
     h0, c0 = (state, None) if stack.cell == "gru" else state

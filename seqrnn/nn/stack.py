@@ -1,9 +1,11 @@
-"""The recurrent stack every model is built on: GRU or LSTM layers on fused kernels.
+"""The recurrent stack every model is built on: GRU or LSTM layers on fused kernels, or the
+layers of a cell of one's own (:mod:`seqrnn.nn.cells`) on a step loop.
 
-Backends: ``torch`` runs ``nn.GRU`` / ``nn.LSTM`` (cuDNN on a GPU, ATen/oneDNN on a CPU);
-``fused`` runs the layers on the CPU through this project's own C++ forward and backward
-(:mod:`seqrnn.nn.fused`); ``auto`` takes ``fused`` on a CPU when it is built and verified, else
-``torch``. Both read the same parameters: checkpoints do not depend on it.
+Backends of the built-in cells: ``torch`` runs ``nn.GRU`` / ``nn.LSTM`` (cuDNN on a GPU,
+ATen/oneDNN on a CPU); ``fused`` runs the layers on the CPU through this project's own C++
+forward and backward (:mod:`seqrnn.nn.fused`), and is an error where they cannot run (no
+compiler, a GPU tensor, a cell without them); ``auto`` takes ``fused`` on a CPU when it is built
+and verified, else ``torch``. All read the same parameters: checkpoints do not depend on it.
 """
 
 from __future__ import annotations
@@ -12,27 +14,31 @@ import torch
 from torch import nn
 
 from seqrnn.errors import ConfigError, require_choice, require_int
-from seqrnn.nn.fused import State, extension, run_fused
+from seqrnn.nn.cells import BUILTIN_CELLS, State, resolve_cell, run_steps, zero_state
+from seqrnn.nn.fused import extension, run_fused
 
-CELLS = ("gru", "lstm")
+CELLS = tuple(BUILTIN_CELLS)  # the built-in ones; seqrnn.nn.cells.cell_names() lists them all
 RECURRENT_INITS = ("orthogonal", "default")
 GATE_BIAS_INITS = ("constant", "chrono")
 BACKENDS = ("auto", "torch", "fused")
 
 
 class RecurrentStack(nn.Module):
-    r"""A stack of ``layers`` GRU or LSTM layers of ``units`` each.
+    r"""A stack of ``layers`` recurrent layers of ``units`` each: GRU, LSTM or a registered cell.
 
-    The parameters are those of one ``nn.GRU`` / ``nn.LSTM`` (``batch_first=True``), so the
-    ``state_dict`` is that module's (``rnn.weight_ih_l0`` ...) whichever backend runs it. A full
-    :meth:`forward` runs on cuDNN on a GPU and, on a CPU, on the fused kernels of
-    :mod:`seqrnn.nn.fused` (``backend="auto"``) or ``nn.GRU`` / ``nn.LSTM``.
+    For ``gru`` and ``lstm`` the parameters are those of one ``nn.GRU`` / ``nn.LSTM``
+    (``batch_first=True``), so the ``state_dict`` is that module's (``rnn.weight_ih_l0`` ...)
+    whichever backend runs it. A full :meth:`forward` runs on cuDNN on a GPU and, on a CPU, on the
+    fused kernels of :mod:`seqrnn.nn.fused` (``backend="auto"``) or ``nn.GRU`` / ``nn.LSTM``. A
+    registered :class:`~seqrnn.nn.cells.StepCell` keeps one cell per layer in ``cells``
+    (``cells.0.<its parameters>``) and runs on :func:`~seqrnn.nn.cells.run_steps` on any device.
 
     Every pass takes an optional ``input_proj``, the model's input affine map (``[B, T, F]`` ->
     ``[B, T, I]``), applied first; the fused forward folds it into the first layer.
 
     Args:
-        cell: ``"gru"`` or ``"lstm"``.
+        cell: ``"gru"``, ``"lstm"``, a registered cell's name or a StepCell class path
+            (:func:`~seqrnn.nn.cells.resolve_cell`).
         input_size: features per step I.
         units: hidden units per layer H.
         layers: number of stacked layers L.
@@ -50,11 +56,12 @@ class RecurrentStack(nn.Module):
         chrono_steps: the longest span ``"chrono"`` aims at (the sequence length, 784 for
             pixels).
         backend: ``"auto"``, ``"torch"`` or ``"fused"`` (see the module docstring); ``fused``
-            falls back to ``torch`` (one warning) where it cannot be built.
+            is an error where the fused kernels cannot run.
 
     Inputs: x, state
         x: ``[B, T, I]``.
-        state: GRU ``h`` of ``[L, B, H]``; LSTM ``(h, c)``, each ``[L, B, H]``; None = zeros.
+        state: GRU ``h`` of ``[L, B, H]``; LSTM ``(h, c)``, each ``[L, B, H]``; a registered
+            cell's: one ``[L, B, H]`` per name of its ``state_names``; None = zeros.
 
     Outputs: out, state
         out: ``[B, T, H]``, the top layer's output at every step.
@@ -75,8 +82,16 @@ class RecurrentStack(nn.Module):
         chrono_steps: int = 784,
     ) -> None:
         super().__init__()
-        self.cell = require_choice("cell", cell, CELLS)
+        resolved = resolve_cell(cell)
+        self.step_cell = None if isinstance(resolved, str) else resolved
+        # the cell's name (a class path given as cell= is known by the class's name)
+        self.cell = resolved if self.step_cell is None else self.step_cell.name
         self.backend = require_choice("backend", backend, BACKENDS)
+        if self.backend == "fused" and self.step_cell is not None:
+            raise ConfigError(
+                f"backend='fused' is not allowed for cell={self.cell!r}: only "
+                f"{', '.join(CELLS)} have fused kernels; use backend=auto"
+            )
         self.units = require_int("units", units, 1)
         self.layers = require_int("layers", layers, 1)
         self.input_size = require_int("input_size", input_size, 1)
@@ -86,14 +101,16 @@ class RecurrentStack(nn.Module):
         self.forget_bias = forget_bias
         self.gate_bias_init = require_choice("gate_bias_init", gate_bias_init, GATE_BIAS_INITS)
         self.chrono_steps = require_int("chrono_steps", chrono_steps, 3)
-        rnn_class = nn.GRU if cell == "gru" else nn.LSTM
-        self.rnn = rnn_class(
-            input_size,
-            units,
-            num_layers=layers,
-            batch_first=True,
-            dropout=dropout if layers > 1 else 0.0,
-        )
+        self.dropout = dropout if layers > 1 else 0.0
+        if self.step_cell is None:
+            self.rnn = BUILTIN_CELLS[self.cell](
+                input_size, units, num_layers=layers, batch_first=True, dropout=self.dropout
+            )
+        else:
+            self.cells = nn.ModuleList(
+                self.step_cell(input_size if layer == 0 else units, units)
+                for layer in range(layers)
+            )
         self.reset_parameters()
 
     @property
@@ -101,7 +118,21 @@ class RecurrentStack(nn.Module):
         """Gate blocks stacked in each weight matrix: GRU 3 (r, z, n), LSTM 4 (i, f, g, o)."""
         return 3 if self.cell == "gru" else 4
 
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The parts of a layer's state: ``("h",)`` (GRU), ``("h", "c")`` (LSTM), or a cell's."""
+        if self.step_cell is not None:
+            return self.step_cell.state_names
+        return ("h",) if self.cell == "gru" else ("h", "c")
+
     def reset_parameters(self) -> None:
+        if self.step_cell is not None:
+            for cell in self.cells:
+                if hasattr(cell, "reset_parameters"):
+                    cell.reset_parameters()
+                if self.gate_bias_init == "chrono":
+                    cell.init_gate_biases(self._chrono_spans())
+            return
         self.rnn.reset_parameters()
         with torch.no_grad():
             for layer in range(self.layers):
@@ -117,7 +148,7 @@ class RecurrentStack(nn.Module):
         # the gate that keeps the old state: GRU blocks (r, z, n) -> z; LSTM (i, f, g, o) -> f
         keep = 1
         if self.gate_bias_init == "chrono":
-            spans = torch.empty(self.units).uniform_(1.0, self.chrono_steps - 1)
+            spans = self._chrono_spans()
             b_ih[keep].copy_(spans.log())
             b_hh[keep].zero_()
             if self.cell == "lstm":  # input gate opposite to the forget gate
@@ -127,11 +158,14 @@ class RecurrentStack(nn.Module):
             b_ih[keep].fill_(self.forget_bias)
             b_hh[keep].zero_()
 
+    def _chrono_spans(self) -> torch.Tensor:
+        """Memory spans ``[H]`` drawn for ``gate_bias_init="chrono"``."""
+        return torch.empty(self.units).uniform_(1.0, self.chrono_steps - 1)
+
     def initial_state(self, batch_size: int) -> State:
         """Zero state for ``batch_size`` sequences, on the stack's device."""
-        weight = self.rnn.weight_hh_l0
-        h = weight.new_zeros(self.layers, batch_size, self.units)
-        return h if self.cell == "gru" else (h, torch.zeros_like(h))
+        like = next(self.parameters())
+        return zero_state(self.state_names, self.layers, batch_size, self.units, like)
 
     def forward(
         self, x: torch.Tensor, state: State | None = None, input_proj: nn.Linear | None = None
@@ -143,10 +177,20 @@ class RecurrentStack(nn.Module):
         width = self.input_size if input_proj is None else input_proj.in_features
         if x.dim() != 3 or x.shape[-1] != width:
             raise ValueError(f"expected x of shape [B, T, {width}], got {list(x.shape)}")
+        if self.step_cell is not None:
+            return self._steps(x, state, input_proj)
         kernel = self.fused_kernel(x)
         if kernel is not None:
             return run_fused(self.rnn, x, state, kernel, input_proj)
         return self.rnn(x if input_proj is None else input_proj(x), state)
+
+    def _steps(self, x, state, input_proj, lengths=None, trace=None):
+        """A registered cell's pass: :func:`~seqrnn.nn.cells.run_steps` over every layer."""
+        if input_proj is not None:
+            x = input_proj(x)
+        if state is None:
+            state = self.initial_state(x.shape[0])
+        return run_steps(self.cells, x, state, self.dropout, lengths, trace)
 
     @staticmethod
     def top_output(state: State) -> torch.Tensor:
@@ -158,10 +202,29 @@ class RecurrentStack(nn.Module):
         return h[-1]
 
     def fused_kernel(self, x: torch.Tensor):
-        """The compiled fused kernels if this forward runs on them, else None."""
-        if self.backend == "torch" or x.device.type != "cpu":
+        """The compiled fused kernels if this forward runs on them, else None.
+
+        Raises:
+            ConfigError: ``backend="fused"`` where they cannot run (a tensor on a GPU, no
+                working build on this machine).
+        """
+        if self.backend == "torch" or self.step_cell is not None:
             return None
-        return extension()
+        if x.device.type != "cpu":
+            if self.backend == "fused":
+                raise ConfigError(
+                    f"backend='fused' is not allowed on {x.device.type}: the fused kernels "
+                    "run on the CPU; use backend=auto (cuDNN on a GPU)"
+                )
+            return None
+        kernel = extension()
+        if kernel is None and self.backend == "fused":
+            raise ConfigError(
+                "backend='fused' is not allowed here: the fused kernels could not be built or "
+                "failed their check on this machine (the warning above says why); use "
+                "backend=auto"
+            )
+        return kernel
 
     def final_states(
         self, x: torch.Tensor, lengths: torch.Tensor, input_proj: nn.Linear | None = None
@@ -173,6 +236,8 @@ class RecurrentStack(nn.Module):
         sequences that end early. Returns a state as :meth:`forward` does; the top layer's
         output at each sequence's last step is ``h[-1]``.
         """
+        if self.step_cell is not None:
+            return self._steps(x, None, input_proj, lengths=lengths.to(x.device))[1]
         if input_proj is not None:
             x = input_proj(x)
         packed = nn.utils.rnn.pack_padded_sequence(
@@ -193,6 +258,9 @@ class RecurrentStack(nn.Module):
         Returns:
             out: ``[B, H]``, the top layer's output; state: the new state.
         """
+        if self.step_cell is not None:
+            out, state = self._steps(x_t.unsqueeze(1), state, input_proj)
+            return out.squeeze(1), state
         if input_proj is not None:
             x_t = input_proj(x_t)
         out, state = self.rnn(x_t.unsqueeze(1), state)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seqrnn.layout import run_name
+
 PRETRAINED_DIR = Path(__file__).resolve().parent
 PREFIX = "pretrained:"
 
@@ -21,4 +23,4 @@ def shipped() -> list[str]:
 
 def pretrained_name(task: str, cell: str, layers: int, units: int) -> str:
     """The shipped name of a configuration, e.g. ``classify-gru-1x128``."""
-    return f"{task}-{cell}-{layers}x{units}"
+    return run_name(task, cell, f"{layers}x{units}")

@@ -18,10 +18,10 @@ import torch
 from matplotlib.figure import Figure
 
 from seqrnn.errors import ConfigError, require_int
-from seqrnn.figures import image_grid, render, save_figures
 from seqrnn.files import write_json_atomic
-from seqrnn.layout import IMAGE_SIDE
+from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY, IMAGE_SIDE
 from seqrnn.models import NextPixelPredictor
+from seqrnn.studies.figures import image_grid, render, save_figures
 
 
 @dataclass
@@ -302,8 +302,8 @@ def run_study(
     }
     summary = summary_markdown(report)
     save_figures(out_dir, figures, "completion", texts={"summary": summary})
-    (out_dir / "summary.md").write_text(summary)
-    write_json_atomic(out_dir / "completion.json", report)
+    (out_dir / COMPLETION_SUMMARY).write_text(summary)
+    write_json_atomic(out_dir / COMPLETION_FILE, report)
     return report
 
 

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from seqrnn.data.dirichlet import bayes_predictive, generate
-from seqrnn.figures import save_figures
 from seqrnn.files import write_json_atomic
-from seqrnn.layout import IMAGE_SIDE
+from seqrnn.layout import ANALYSIS_FILE, IMAGE_SIDE
 from seqrnn.models import SequenceClassifier, SymbolPredictor
 from seqrnn.nn import reference_forward
+from seqrnn.studies.figures import save_figures
 
 
 @torch.no_grad()
@@ -228,5 +228,5 @@ def predictive_figure(
 def _write(out_dir: str | Path, report: dict[str, Any], figures: dict[str, Figure]) -> dict:
     out_dir = Path(out_dir)
     report["figures"] = save_figures(out_dir, figures, "analysis")
-    write_json_atomic(out_dir / "analysis.json", report)
+    write_json_atomic(out_dir / ANALYSIS_FILE, report)
     return report

@@ -28,7 +28,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from seqrnn.data.dirichlet import describe
-from seqrnn.layout import CURVE_FILE, EVALUATION_FILE, RESULTS_FILE, SHIPPED_CONFIG_FILE
+from seqrnn.layout import (
+    CURVE_FILE,
+    EVALUATION_FILE,
+    LAST_CHECKPOINT,
+    RESULTS_FILE,
+    SHIPPED_CONFIG_FILE,
+)
 
 REFERENCE_SIZES = ("1x32", "1x64", "1x128", "3x32")
 # (results key, row title, format); accuracies only where a task has them.
@@ -133,7 +139,7 @@ def _read_run(path: Path) -> Run | None:
     data = results.get("data") or _data_label(config.get("data") or {})
     if results:
         status = "done"
-    elif (path / "checkpoints" / "last.ckpt").is_file():
+    elif (path / LAST_CHECKPOINT).is_file():
         status = "incomplete"
     else:
         status = "failed"
@@ -485,7 +491,7 @@ def read_shipped(docs: str | Path, task: str) -> dict[str, dict[str, Any]]:
     for folder in sorted(Path(docs).glob(f"{task}/{task}-*")):
         if (folder / EVALUATION_FILE).is_file() and (folder / RESULTS_FILE).is_file():
             shipped[folder.name.removeprefix(f"{task}-")] = {
-                "evaluation": json.loads((folder / "evaluation.json").read_text()),
+                "evaluation": json.loads((folder / EVALUATION_FILE).read_text()),
                 "results": json.loads((folder / RESULTS_FILE).read_text()),
             }
     return shipped

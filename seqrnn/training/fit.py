@@ -14,13 +14,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
-from seqrnn.checkpoints import check_resumable
+from seqrnn.callbacks.find import find_callback
+from seqrnn.callbacks.milestones import Milestones
 from seqrnn.data import EVAL_SPLITS, SequenceDataModule
 from seqrnn.files import write_json_atomic
 from seqrnn.layout import RESULTS_FILE
-from seqrnn.milestones import Milestones
 from seqrnn.models import SequenceModel
-from seqrnn.run_status import run_status
+from seqrnn.training.checkpoints import check_resumable
+from seqrnn.training.status import run_status
 
 
 def run_hparams(
@@ -110,7 +111,7 @@ def describe_model(model: SequenceModel, datamodule: SequenceDataModule) -> dict
     """What ``results.json`` says a model is: task, cell, size, data, parameters."""
     return {
         "task": model.task,
-        "cell": model.hparams.cell,
+        "cell": model.stack.cell,  # a cell given by its class path: by its name
         "units": model.hparams.units,
         "layers": model.hparams.layers,
         "order": datamodule.order,
@@ -165,13 +166,13 @@ def log_hparams_with_metrics(
 
 def _training_seconds(trainer: L.Trainer, fallback: float) -> float:
     """Training time over all sessions of a resumed run (the Timer keeps it in checkpoints)."""
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    timer = find_callback(trainer, Timer)
     return timer.time_elapsed("train") if timer is not None else fallback
 
 
 def _milestones(trainer: L.Trainer) -> dict[str, Any] | None:
     """The crossings the :class:`Milestones` callback recorded (a copy), None without one."""
-    callback = next((c for c in trainer.callbacks if isinstance(c, Milestones)), None)
+    callback = find_callback(trainer, Milestones)
     if callback is None or callback.spec is None:
         return None
     return {key: None if at is None else dict(at) for key, at in callback.reached.items()}

@@ -17,7 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-LAST_NAME = "last.ckpt"
+from seqrnn.layout import LAST_NAME
 
 
 class LastCheckpoint(Callback):

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from seqrnn.errors import ConfigError, DataError, require_choice, require_int
-from seqrnn.figures import crop_around, image_grid, render, render_posterior, save_figures
 from seqrnn.files import write_json_atomic
-from seqrnn.layout import IMAGE_SIDE
+from seqrnn.layout import IMAGE_SIDE, INPAINT_FILE, POSTERIOR_FILE
 from seqrnn.models import NextPixelPredictor
+from seqrnn.studies.figures import crop_around, image_grid, render, render_posterior, save_figures
 
 KINDS = {"one_pixel": 1, "two_by_two": 2}  # kind -> side of the hidden square
 PLACEMENTS = ("stroke", "uniform")
@@ -468,7 +468,7 @@ def run_study(
     else:
         figures["examples"] = example_figure(dataset, found, list(range(shown)), "first images")
     dataset.save(out_dir / "dataset.npz")
-    np.savez_compressed(out_dir / "posterior.npz", **posterior_arrays(found))
+    np.savez_compressed(out_dir / POSTERIOR_FILE, **posterior_arrays(found))
     report["figures"] = save_figures(out_dir, figures, "inpainting")
-    write_json_atomic(out_dir / "inpaint.json", report)
+    write_json_atomic(out_dir / INPAINT_FILE, report)
     return report

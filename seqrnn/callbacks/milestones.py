@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, Timer
 
+from seqrnn.callbacks.find import find_callback
 from seqrnn.models.base import MilestoneSpec
 
 
@@ -53,7 +54,7 @@ class Milestones(Callback):
         return self._own_seconds + running
 
     def _seconds(self, trainer: L.Trainer) -> float:
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        timer = find_callback(trainer, Timer)
         return timer.time_elapsed("train") if timer is not None else self._clock()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

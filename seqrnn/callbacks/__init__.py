@@ -1,0 +1,20 @@
+"""The callbacks that ``conf/callbacks`` names, one module each, and the one way to find a
+callback on a trainer.
+
+- :class:`LastCheckpoint`: ``checkpoints/last.ckpt`` for resuming (epoch ends, every few
+  minutes, at SIGTERM);
+- :class:`Milestones`: the epoch and training second at which validation first reached each
+  threshold (``results.json``'s ``milestones``);
+- :class:`StopOnDivergence`: a non-finite training loss ends the run (``status: diverged``);
+- :class:`EpochLog`: one plain line per epoch where there is no terminal for a progress bar.
+"""
+
+from __future__ import annotations
+
+from seqrnn.callbacks.divergence import StopOnDivergence
+from seqrnn.callbacks.epoch_log import EpochLog
+from seqrnn.callbacks.find import find_callback
+from seqrnn.callbacks.last_checkpoint import LastCheckpoint
+from seqrnn.callbacks.milestones import Milestones
+
+__all__ = ["EpochLog", "LastCheckpoint", "Milestones", "StopOnDivergence", "find_callback"]

@@ -1,0 +1,255 @@
+"""The whole study, resumable: its plan (which runs, their time budgets and threads, in which
+order), the commands that carry it out, and the shipping of what finished.
+
+Each step is one of the documented commands (``experiments.train``, ``experiments.export``,
+``experiments.evaluate``, ``experiments.report``, ``experiments.complete``,
+``experiments.inpaint``, ``experiments.analyze``), printed before it runs, so that every shipped
+number can be made again by hand; a step whose output exists is skipped. How a run trains is its
+recipe (``conf/recipe``): a training step is the plain ``experiments.train task=T cell=C size=S``
+plus only its time budget, its threads, its run dir and a progress display for logs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seqrnn.layout import (
+    ANALYSIS_FILE,
+    COMPLETION_FILE,
+    EVALUATION_FILE,
+    INPAINT_FILE,
+    RESULTS_FILE,
+    run_name,
+)
+
+# (command as `python -m` arguments, the files it makes: it is done when they all exist)
+Step = tuple[list[str], list[Path]]
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What ``experiments.study`` does, as plain values (``conf/study.yaml`` documents each).
+
+    ``budgets[task][size]`` is a run's training time ("DD:HH:MM:SS"); the cells of a size train
+    side by side, ``threads`` each.
+    """
+
+    tasks: Sequence[str]
+    cells: Sequence[str]
+    sizes: Sequence[str]
+    budgets: dict[str, dict[str, str]]
+    out: Path
+    docs: Path
+    pretrained: Path
+    predictor: str = "predict-gru-1x128"
+    threads: int = 1
+    train: bool = True
+    studies: bool = True
+    dry_run: bool = False
+    python: list[str] = field(default_factory=lambda: [sys.executable, "-m"])
+
+    def run_dir(self, task: str, cell: str, size: str) -> Path:
+        return self.out / task / run_name(task, cell, size)
+
+    def finished(self, task: str, cell: str, size: str) -> bool:
+        """Done when its run dir holds results.json, or when it is shipped already (docs): a
+        fresh machine has no outputs/, and shipped runs are not trained again."""
+        name = run_name(task, cell, size)
+        return any((root / task / name / RESULTS_FILE).is_file() for root in (self.out, self.docs))
+
+
+def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]:
+    """The plain command of one run, plus its budget, threads, run dir and plain-line logs."""
+    if size not in plan.budgets.get(task, {}):
+        known = ", ".join(plan.budgets.get(task, {})) or "none"
+        from seqrnn.errors import ConfigError
+
+        raise ConfigError(
+            f"sizes: {size!r} has no time budget for task {task} in budgets.{task}; "
+            f"sizes with one: {known}"
+        )
+    return [
+        "experiments.train",
+        f"task={task}",
+        f"cell={cell}",
+        f"size={size}",
+        f"callbacks.timer.duration={plan.budgets[task][size]}",
+        f"threads={plan.threads}",
+        f"hydra.run.dir={plan.run_dir(task, cell, size)}",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+def training_steps(plan: StudyPlan) -> list[list[Step]]:
+    """Groups of training steps, one group per task and size, in the plan's order; the runs of
+    a group (its cells) train side by side."""
+    groups = []
+    for task in plan.tasks:
+        for size in plan.sizes:
+            group = []
+            for cell in plan.cells:
+                made = plan.run_dir(task, cell, size) / RESULTS_FILE
+                done = [] if plan.finished(task, cell, size) else [made]
+                group.append((train_command(plan, task, cell, size), done))
+            groups.append(group)
+    return groups
+
+
+def best_classifier(docs: Path) -> str | None:
+    """The shipped classifier with the highest test accuracy."""
+    scores = {
+        path.parent.name: json.loads(path.read_text()).get("test_acc", 0.0)
+        for path in docs.glob("classify/*/" + RESULTS_FILE)
+    }
+    return max(scores, key=scores.get) if scores else None
+
+
+def study_steps(plan: StudyPlan, shipped: Sequence[str]) -> list[tuple[list[str], Path, str]]:
+    """``(command, the JSON it writes, the shipped model it reads)`` of each study of trained
+    models, each in its own dir under ``out``."""
+    commands = []
+    if plan.predictor in shipped:
+        ckpt = f"ckpt=pretrained:{plan.predictor}"
+        done = plan.out / "complete" / COMPLETION_FILE
+        command = ["experiments.complete", ckpt, f"hydra.run.dir={done.parent}"]
+        commands.append((command, done, plan.predictor))
+        for dataset in ("one_pixel", "two_by_two"):
+            done = plan.out / f"inpaint_{dataset}" / INPAINT_FILE
+            command = ["experiments.inpaint", ckpt, f"dataset={dataset}"]
+            commands.append(([*command, f"hydra.run.dir={done.parent}"], done, plan.predictor))
+    classifier = best_classifier(plan.docs)
+    if classifier is not None:
+        done = plan.out / "analyze" / ANALYSIS_FILE
+        command = ["experiments.analyze", f"ckpt=pretrained:{classifier}"]
+        commands.append(([*command, f"hydra.run.dir={done.parent}"], done, classifier))
+    return commands
+
+
+def made_from(done: Path, model: str) -> list[Path] | None:
+    """``[done]`` (skip the study when it exists) unless ``done`` was made from another shipped
+    model than ``model`` (a better classifier shipped since, or another predictor chosen):
+    then None, and the study runs again."""
+    if done.is_file():
+        recorded = json.loads(done.read_text()).get("checkpoint", "")
+        if Path(recorded).stem != model:
+            return None
+    return [done]
+
+
+class Runner:
+    """Prints and runs the study's commands (``python -m <command>``), or only prints them."""
+
+    def __init__(self, plan: StudyPlan) -> None:
+        self.plan = plan
+
+    def one(self, command: list[str], made: list[Path] | None) -> None:
+        """Run ``command`` unless it made ``made`` before (``made=[]``: nothing left to make;
+        ``None``: always run)."""
+        shown = " ".join(command)
+        if made is not None and all(path.is_file() for path in made):
+            print(f"done before: {shown}", flush=True)
+            return
+        print(f"$ python -m {shown}", flush=True)
+        if not self.plan.dry_run:
+            subprocess.run([*self.plan.python, *command], check=True)
+
+    def together(self, group: list[Step]) -> None:
+        """Run the steps of ``group`` side by side (each as :meth:`one` would), and wait."""
+        if len(group) == 1:
+            self.one(*group[0])
+            return
+        running = []
+        for command, made in group:
+            shown = " ".join(command)
+            if all(path.is_file() for path in made):
+                print(f"done before: {shown}", flush=True)
+                continue
+            print(f"$ python -m {shown} &", flush=True)
+            if not self.plan.dry_run:
+                running.append((command, subprocess.Popen([*self.plan.python, *command])))
+        for command, process in running:
+            if process.wait() != 0:
+                raise subprocess.CalledProcessError(process.returncode, command)
+
+
+def ship(plan: StudyPlan, runner: Runner) -> list[str]:
+    """Every finished run's weights into ``pretrained``; its results, config, validation curve
+    and an evaluation of the shipped weights (``experiments.evaluate``) into
+    ``docs/<task>/<name>/``. Returns the shipped names."""
+    from seqrnn.sweeps.report import write_curve
+
+    names = []
+    for results_file in sorted(plan.out.glob(f"*/*/{RESULTS_FILE}")):
+        run_dir = results_file.parent
+        name = run_dir.name
+        target = plan.docs / run_dir.parent.name / name
+        weights = plan.pretrained / f"{name}.ckpt"
+        evaluation = target / EVALUATION_FILE
+        if not plan.dry_run:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(results_file, target / RESULTS_FILE)
+            for part in ("config.yaml", "overrides.yaml"):
+                if (run_dir / ".hydra" / part).is_file():
+                    shutil.copy2(run_dir / ".hydra" / part, target / part)
+            write_curve(run_dir, target)  # the report's curves, without the run dir
+        if not weights.is_file() or weights.stat().st_mtime < results_file.stat().st_mtime:
+            runner.one(["experiments.export", str(run_dir), "--to", str(plan.pretrained)], None)
+            evaluation.unlink(missing_ok=True)
+        # the shipped numbers: re-computed from the shipped weights
+        evaluated = plan.out / "evaluate" / name
+        command = ["experiments.evaluate", f"ckpt=pretrained:{name}", f"hydra.run.dir={evaluated}"]
+        runner.one(command, [evaluation])
+        if (evaluated / EVALUATION_FILE).is_file() and not evaluation.is_file():
+            shutil.copy2(evaluated / EVALUATION_FILE, evaluation)
+        names.append(name)
+    return names
+
+
+def write_results(docs: Path) -> Path:
+    """``docs/results.md``: each task's shipped runs beside the reference reports."""
+    from seqrnn.sweeps.report import comparison_table, read_shipped
+
+    lines = [
+        "# Results: the shipped models beside the reference reports",
+        "",
+        "Numbers re-computed from the shipped weights by `python -m experiments.evaluate "
+        "ckpt=pretrained:<name>` (each run's `evaluation.json` here); epochs, training time and "
+        "milestones from the run's `results.json`. Made by `make study`.",
+    ]
+    for task in ("classify", "predict"):
+        shipped = read_shipped(docs, task)
+        if shipped:
+            lines += ["", f"## {task}", "", comparison_table(shipped, task)]
+    path = docs / "results.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_study(plan: StudyPlan) -> None:
+    """Train what is left, ship what finished, report from what is shipped, then the studies."""
+    runner = Runner(plan)
+    for group in training_steps(plan) if plan.train else []:
+        runner.together(group)
+    shipped = ship(plan, runner)
+    print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
+    # From what is shipped, not from the run dirs: on a machine that has not trained them all
+    # (or any), the report still covers every shipped run.
+    runner.one(["experiments.report", str(plan.docs), "--out", str(plan.docs)], None)
+    if shipped and not plan.dry_run:
+        print(f"results: {write_results(plan.docs)}", flush=True)
+    for command, done, model in study_steps(plan, shipped) if plan.studies else []:
+        runner.one(command, made_from(done, model))
+        study_dir = done.parent
+        if study_dir.is_dir() and not plan.dry_run:  # the tables and figures that are shipped
+            shutil.copytree(
+                study_dir,
+                plan.docs / study_dir.name,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("tensorboard", "*.npz", "*.log"),
+            )
