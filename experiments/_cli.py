@@ -150,7 +150,7 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
     ]
     extra = [] if "skip_done" in given else ["skip_done=false"]
     pinned = pinned_recipe(run_dir / ".hydra" / "config.yaml")
-    return [*kept, *pinned, *argv, *extra, f"hydra.run.dir='{run_dir}'"]
+    return with_overrides([*kept, *pinned], argv, [*extra, f"hydra.run.dir='{run_dir}'"])
 
 
 # What a recipe sets (conf/recipe): the settings a resumed run keeps from its own config.
@@ -213,14 +213,54 @@ def name_the_size(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     if "size" in given or not {"units", "layers"} & given.keys():
         return argv
     if any(given[key].is_sweep_override() for key in ("units", "layers") if key in given):
-        return [*argv, "size=custom"]
+        return with_overrides([], argv, ["size=custom"])
     default = yaml.safe_load((conf_dir / "size" / f"{default_choice('size')}.yaml").read_text())
     shape = {
         key: given[key].get_value_element_as_str() if key in given else str(default[key])
         for key in ("layers", "units")
     }
     size = f"{shape['layers']}x{shape['units']}"
-    return [*argv, f"size={size if (conf_dir / 'size' / f'{size}.yaml').is_file() else 'custom'}"]
+    size = size if (conf_dir / "size" / f"{size}.yaml").is_file() else "custom"
+    return with_overrides([], argv, [f"size={size}"])
+
+
+# Hydra's flags that take a value ("--info" takes one of its topics when one follows).
+FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def with_overrides(before: list[str], argv: list[str], after: list[str]) -> list[str]:
+    """``argv``'s overrides with ``before`` ahead and ``after`` behind them, then its flags
+    (``--cfg job``, ``-m``, ``--info``) with their values: Hydra's parser takes the overrides as
+    one run of words, so nothing may be added behind a flag."""
+    overrides, flags = [], []
+    tokens = iter(argv)
+    for token in tokens:
+        if not token.startswith("-"):
+            overrides.append(token)
+            continue
+        flags.append(token)
+        if token in FLAGS_WITH_VALUE:
+            flags.append(next(tokens, ""))
+        elif token in ("--info", "-i"):
+            topic = next(tokens, None)
+            if topic in INFO_TOPICS:
+                flags.append(topic)
+            elif topic is not None:
+                overrides.append(topic)
+    return [*before, *overrides, *after, *flags]
 
 
 def default_choice(group: str, config: str = "train") -> str:
