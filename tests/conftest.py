@@ -98,9 +98,10 @@ def tiny_overrides(data_dir: Path, run_dir: Path | None = None) -> list[str]:
     ]
 
 
-def run_entry(module: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -m experiments.<module> ARGS`` from the project root, output captured."""
-    env = {k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}
+def run_entry(module: str, *args: str, env: dict[str, str] | None = None):
+    """``python -m experiments.<module> ARGS`` from the project root, output captured
+    (``env``: more environment variables)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", f"experiments.{module}", *args],
         cwd=PROJECT_ROOT,

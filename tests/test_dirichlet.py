@@ -261,3 +261,20 @@ def test_the_four_presets_cover_both_periods_and_both_priors(tmp_path):
             assert cfg.model.alpha == cfg.data.alpha and cfg.model.period == cfg.data.period
             settings.add((cfg.data.period, tuple(cfg.data.alpha)))
     assert settings == {(t, a) for t in (5, 20) for a in ((10.0, 1.0, 1.0), (1.3, 1.3, 1.3))}
+
+
+def test_bayes_metrics_match_the_sums_written_out():
+    from seqrnn.data.dirichlet import bayes_metrics
+
+    symbols = generate(3, [2.0, 1.0, 0.5], period=4, segments=3, seed=1)
+    bayes = bayes_predictive(symbols, [2.0, 1.0, 0.5], 4)
+    log_q = torch.log_softmax(torch.randn(bayes.shape, dtype=torch.float64), dim=-1)
+    kl, bayes_ce = bayes_metrics(bayes, log_q, symbols)
+    for b in range(symbols.shape[0]):
+        for t in range(symbols.shape[1]):
+            p = bayes[b, t].tolist()
+            expected = sum(
+                pk * (math.log(pk) - float(log_q[b, t, k])) for k, pk in enumerate(p) if pk > 0
+            )
+            assert float(kl[b, t]) == pytest.approx(expected, abs=1e-12)
+            assert float(bayes_ce[b, t]) == pytest.approx(-math.log(p[int(symbols[b, t])]))

@@ -3,7 +3,6 @@ page, defined outside seqrnn, trained through `experiments.train`, then evaluate
 in-painted and analyzed."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PROJECT_ROOT, TINY_VAL
+from conftest import PROJECT_ROOT, TINY_VAL, run_entry
 
 from seqrnn.errors import ConfigError
 from seqrnn.nn import RecurrentStack, cell_names
@@ -36,16 +35,21 @@ def user_project(tmp_path_factory) -> Path:
 
 
 def run(user_project: Path, module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}
-    env["PYTHONPATH"] = str(user_project)
-    return subprocess.run(
-        [sys.executable, "-m", f"experiments.{module}", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return run_entry(module, *args, env={"PYTHONPATH": str(user_project)})
+
+
+def study(user_project, tiny_mnist, entry, run_dir, out_dir, made, *args) -> dict:
+    """``experiments.<entry>`` on the model of ``run_dir``: the JSON it made in ``out_dir``."""
+    result = run(
+        user_project,
+        entry,
+        f"ckpt={run_dir}",
+        *data_args(tiny_mnist),
+        *args,
+        f"hydra.run.dir={out_dir}",
     )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out_dir / made).read_text())
 
 
 def data_args(tiny_mnist) -> list[str]:
@@ -87,46 +91,43 @@ def test_a_cell_of_ones_own_trains_evaluates_completes_inpaints(user_project, ti
     # 32 units: input map 1 -> 32, the cell's three maps, the per-step head
     assert results["params"] == (32 + 32) + (32 * 64 + 64) + 2 * 32 * 32 + (32 + 1)
     assert 0 < results["test_loss"] < 1.0  # nats per pixel, from a model that read the pixels
-    evaluated = run(
+    evaluation = study(
         user_project,
+        tiny_mnist,
         "evaluate",
-        f"ckpt={run_dir}",
-        *data_args(tiny_mnist),
+        run_dir,
+        tmp_path / "evaluate",
+        "evaluation.json",
         "limit_batches=1",
-        f"hydra.run.dir={tmp_path / 'evaluate'}",
     )
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    evaluation = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())
     assert evaluation["cell"] == "mgu"
     assert evaluation["val_loss"] == pytest.approx(results["val_loss"], rel=1e-4)
-    completed = run(
+    table = study(
         user_project,
+        tiny_mnist,
         "complete",
-        f"ckpt={run_dir}",
-        *data_args(tiny_mnist),
+        run_dir,
+        tmp_path / "complete",
+        "completion.json",
         "count=3",
         "hidden=20",
         "horizons=[1,20]",
         "samples=2",
         "shown_samples=1",
         "scratch=2",
-        f"hydra.run.dir={tmp_path / 'complete'}",
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    table = json.loads((tmp_path / "complete" / "completion.json").read_text())["table"]
+    )["table"]
     assert [row["n"] for row in table] == [1, 20]
-    inpainted = run(
+    metrics = study(
         user_project,
+        tiny_mnist,
         "inpaint",
-        f"ckpt={run_dir}",
-        *data_args(tiny_mnist),
+        run_dir,
+        tmp_path / "inpaint",
+        "inpaint.json",
         "count=3",
         "dataset=two_by_two",
         "shown=1",
-        f"hydra.run.dir={tmp_path / 'inpaint'}",
-    )
-    assert inpainted.returncode == 0, inpainted.stderr[-3000:]
-    metrics = json.loads((tmp_path / "inpaint" / "inpaint.json").read_text())["metrics"]
+    )["metrics"]
     assert 0.0 <= metrics["map_pixel_acc"] <= 1.0 and 0.0 <= metrics["truth_mass"] <= 1.0
 
 
@@ -141,16 +142,15 @@ def test_a_cell_of_ones_own_classifies_and_is_analyzed(user_project, tiny_mnist,
         "trainer.max_epochs=2",
     )
     assert results["cell"] == "mgu" and 0.0 <= results["test_acc"] <= 1.0
-    analyzed = run(
+    analysis = study(
         user_project,
+        tiny_mnist,
         "analyze",
-        f"ckpt={run_dir}",
-        *data_args(tiny_mnist),
+        run_dir,
+        tmp_path / "analyze",
+        "analysis.json",
         "count=10",
-        f"hydra.run.dir={tmp_path / 'analyze'}",
     )
-    assert analyzed.returncode == 0, analyzed.stderr[-3000:]
-    analysis = json.loads((tmp_path / "analyze" / "analysis.json").read_text())
     assert len(analysis["accuracy_by_step"]) == 28  # the read-out after every row
 
 

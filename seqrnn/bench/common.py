@@ -10,9 +10,12 @@ from typing import Any
 
 import torch
 
+from seqrnn.training.checkpoints import resolve_device
+
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where the benchmarks run: the GPU when there is one (as ``device=auto`` everywhere)."""
+    return torch.device(resolve_device("auto"))
 
 
 def sync(dev: torch.device) -> None:

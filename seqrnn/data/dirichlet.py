@@ -97,6 +97,23 @@ def bayes_predictive(symbols: torch.Tensor, alpha: Sequence[float], period: int)
     return probs
 
 
+def bayes_metrics(
+    bayes: torch.Tensor, log_q: torch.Tensor, symbols: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How a predictor ``log_q`` compares with the Bayes predictive ``bayes`` (both
+    ``[B, L, K + 1]``, log-probabilities and probabilities) on ``symbols`` ``[B, L]``.
+
+    Returns:
+        kl: ``[B, L]``, KL(bayes || q) = sum_k p_k (log p_k - log q_k) at every position (terms
+            with p_k = 0 vanish); bayes_ce: ``[B, L]``, the Bayes predictive's cross-entropy of
+            the symbol that came, -log p(x_t). Nats; the caller takes means or sums.
+    """
+    tiny = torch.finfo(bayes.dtype).tiny  # log(0) never reached: 0 * log(tiny) is 0
+    kl = (bayes * (torch.log(bayes.clamp_min(tiny)) - log_q)).sum(-1)
+    bayes_ce = -torch.log(bayes.gather(-1, symbols.unsqueeze(-1)).clamp_min(tiny)).squeeze(-1)
+    return kl, bayes_ce
+
+
 class DirichletSequenceDataModule(SequenceDataModule):
     """Sequences of the Dirichlet-categorical process, as a LightningDataModule.
 

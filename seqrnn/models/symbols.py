@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from seqrnn.data.dirichlet import bayes_predictive, check_alpha
+from seqrnn.data.dirichlet import bayes_metrics, bayes_predictive, check_alpha
 from seqrnn.models.base import SequenceModel
 
 
@@ -58,8 +58,5 @@ class SymbolPredictor(SequenceModel):
         loss = F.cross_entropy(logits.flatten(0, 1), symbols.flatten())
         bayes = bayes_predictive(symbols, self.hparams.alpha, self.hparams.period)
         bayes = bayes.to(logits.dtype)
-        log_q = F.log_softmax(logits, dim=-1)
-        # KL(bayes || network) = sum_k p_k (log p_k - log q_k); terms with p_k = 0 vanish.
-        kl = (bayes * (torch.log(bayes.clamp_min(1e-12)) - log_q)).sum(-1).mean()
-        bayes_loss = -torch.log(bayes.gather(-1, symbols.unsqueeze(-1)).clamp_min(1e-12)).mean()
-        return loss, {"kl": kl.detach(), "bayes_loss": bayes_loss}
+        kl, bayes_ce = bayes_metrics(bayes, F.log_softmax(logits, dim=-1), symbols)
+        return loss, {"kl": kl.mean().detach(), "bayes_loss": bayes_ce.mean()}

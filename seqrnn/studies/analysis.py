@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from seqrnn.data.dirichlet import bayes_predictive, generate
+from seqrnn.data.dirichlet import bayes_metrics, bayes_predictive, generate
 from seqrnn.files import write_json_atomic
 from seqrnn.layout import ANALYSIS_FILE, IMAGE_SIDE
 from seqrnn.models import SequenceClassifier, SymbolPredictor
@@ -184,10 +184,10 @@ def compare_with_bayes(model: SymbolPredictor, symbols: torch.Tensor, batch: int
         chunk = chunk.reshape(len(chunk), -1).long()
         log_q = F.log_softmax(model(chunk.to(model.device)), dim=-1).double().cpu()
         p = bayes_predictive(chunk, model.hparams.alpha, model.hparams.period)
-        index = chunk.unsqueeze(-1)
-        totals["kl"] += float((p * (torch.log(p.clamp_min(1e-300)) - log_q)).sum(-1).sum())
-        totals["network_ce"] += float(-log_q.gather(-1, index).sum())
-        totals["bayes_ce"] += float(-torch.log(p.gather(-1, index).clamp_min(1e-300)).sum())
+        kl, bayes_ce = bayes_metrics(p, log_q, chunk)
+        totals["kl"] += float(kl.sum())
+        totals["network_ce"] += float(-log_q.gather(-1, chunk.unsqueeze(-1)).sum())
+        totals["bayes_ce"] += float(bayes_ce.sum())
     count = symbols.numel()
     return {key: value / count for key, value in totals.items()}
 
