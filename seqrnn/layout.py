@@ -5,7 +5,7 @@ Plain constants, no imports, so that the quick argument checks of the entry poin
 without loading torch.
 """
 
-# A training run's dir (../shared/DESIGN.md, "Runs and results"): results, and its checkpoints.
+# A training run's dir (docs/usage.md, "Where outputs go"): results, and its checkpoints.
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 # the best by callbacks.checkpoint.monitor: the lowest validation loss unless a recipe says else

@@ -166,3 +166,15 @@ def test_chrono_init_spreads_the_keep_gate_biases_over_log_spans(cell, keep):
 def test_unknown_gate_bias_init_is_named():
     with pytest.raises(ConfigError, match="gate_bias_init='zero' is not allowed"):
         RecurrentStack("gru", IN, H, gate_bias_init="zero")
+
+
+def test_backend_fused_is_the_fused_kernels_or_a_clear_error(monkeypatch):
+    import seqrnn.nn.stack as stack_module
+
+    x = torch.randn(2, 5, IN)
+    stack = RecurrentStack("gru", IN, H, backend="fused")
+    assert stack.fused_kernel(x) is not None  # built here: the fused kernels, not nn.GRU
+    monkeypatch.setattr(stack_module, "extension", lambda: None)  # a machine without them
+    with pytest.raises(ConfigError, match="backend='fused' is not allowed here"):
+        stack(x)
+    assert RecurrentStack("gru", IN, H, backend="auto")(x)[0].shape == (2, 5, H)  # falls back

@@ -21,8 +21,8 @@ class SequenceClassifier(SequenceModel):
 
     Args:
         head_hidden: width of the head's hidden layer (None: ``units``).
-        head_batchnorm: BatchNorm on the head's hidden layer (the default recipe's; the searched
-            grid recipe, with chrono gate biases, leaves it out).
+        head_batchnorm: BatchNorm on the head's hidden layer (the library default, and the
+            GRU-128's recipe; the searched recipes, with chrono gate biases, leave it out).
         classes: number of classes.
         bn_refresh_batches: see :class:`SequenceModel`; the head's BatchNorm uses it.
         **kwargs: the stack and optimizer settings of :class:`SequenceModel`.
