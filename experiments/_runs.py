@@ -51,6 +51,7 @@ def _build_and_train(
         return json.loads((run_dir / RESULTS_FILE).read_text())
     # A dir with a last.ckpt is a run that was stopped: go on from there.
     last = run_dir / LAST_CHECKPOINT
+    check_run_settings(cfg)
     threads = cfg.threads or threads_per_job()
     if threads:
         torch.set_num_threads(threads)
@@ -90,6 +91,23 @@ def _build_and_train(
     if trainer.is_global_zero:
         print_outputs(run_dir, results)
     return results
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """The run settings the library cannot check itself, each a one-line error: the threads,
+    and epochs a rate schedule can end at."""
+    from seqrnn.errors import ConfigError, require_int
+
+    if cfg.threads is not None:
+        require_int("threads", cfg.threads, 1)
+    epochs, schedule = cfg.trainer.get("max_epochs"), cfg.model.get("lr_schedule")
+    if schedule in ("onecycle", "cosine") and not (
+        isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1
+    ):
+        raise ConfigError(
+            f"trainer.max_epochs={epochs!r} is not allowed with model.lr_schedule={schedule}: "
+            "the schedule ends at max_epochs, so it must be an integer >= 1"
+        )
 
 
 def first_process() -> bool:

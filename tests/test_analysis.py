@@ -141,3 +141,15 @@ def test_cli_refuses_a_predictor_checkpoint(tiny_mnist, checkpoints, tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "belongs to task=predict; analyze takes task=classify" in lines[0]
+
+
+def test_cli_names_an_image_past_the_test_set(tiny_mnist, checkpoints, tmp_path):
+    result = run_entry(
+        "analyze",
+        *analyze_args(tiny_mnist, tmp_path, f"ckpt={checkpoints['classify']}", "image=20000"),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "error: image=20000 is not allowed; it must be an integer in 0..39"
+    )
+    assert result.stderr.count("\n") == 1

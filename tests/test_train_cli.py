@@ -162,6 +162,11 @@ def truncated_data(tmp_path_factory, tiny_mnist):
         ("task=foo", "task=foo is not a known task"),
         ("units=0", "units=0 is not allowed; it must be an integer >= 1"),
         ("layers=-1", "layers=-1 is not allowed; it must be an integer >= 1"),
+        ("threads=-2", "threads=-2 is not allowed; it must be an integer >= 1"),
+        (
+            "trainer.max_epochs=-1",
+            "trainer.max_epochs=-1 is not allowed with model.lr_schedule=onecycle",
+        ),
         ("missing", "is missing in"),
         # the tiny random images are not MNIST: the canonical checksum must catch them
         ("not_mnist", "train-images-idx3-ubyte.gz fails its checksum"),

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from seqrnn.data.dirichlet import bayes_metrics, bayes_predictive, generate
+from seqrnn.errors import ConfigError
 from seqrnn.files import write_json_atomic
 from seqrnn.layout import ANALYSIS_FILE, IMAGE_SIDE
 from seqrnn.models import SequenceClassifier, SymbolPredictor
@@ -96,6 +97,11 @@ def analyze_classifier(
 ) -> dict[str, Any]:
     """States of one image and the read-out over time on the whole test set; writes
     ``analysis.json``, ``figures/*.png`` and TensorBoard logs into ``out_dir``."""
+    if isinstance(image, bool) or not isinstance(image, int) or not 0 <= image < len(test_images):
+        raise ConfigError(
+            f"image={image!r} is not allowed; it must be an integer in 0..{len(test_images) - 1} "
+            f"(one of the {len(test_images)} test images read)"
+        )
     started = time.perf_counter()
     accuracy, confidence = readout_over_time(model, test_images, test_labels)
     final = float(accuracy[-1])
