@@ -249,3 +249,20 @@ def test_a_task_config_sets_its_model_class_settings_at_their_code_defaults(task
         elif key in base:
             shared = OmegaConf.load(CONF_DIR / "model" / "sequence.yaml")
             assert model[key] != shared[key], f"{task}: {key} repeats the shared default"
+
+
+def test_a_resumed_run_keeps_the_recipe_it_was_started_with(tmp_path):
+    # a run dir made before its configuration's recipe changed: its own config says lr 0.002
+    started = compose_train(["task=classify", "cell=lstm", "size=1x32"], tmp_path)
+    started.model.lr, started.model.gate_bias_init = 0.002, "constant"
+    started.callbacks.early_stopping = {"_target_": "x.EarlyStopping", "patience": 5}
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    OmegaConf.save(started, tmp_path / ".hydra" / "config.yaml")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- cell=lstm\n- size=1x32\n")
+    argv = [a for a in expand_resume([f"resume={tmp_path}"]) if not a.startswith("hydra.")]
+    resumed = compose_train([a for a in argv if not a.startswith("resume=")], tmp_path)
+    assert resumed.model.lr == 0.002 and resumed.model.gate_bias_init == "constant"
+    assert resumed.callbacks.early_stopping.patience == 5
+    assert compose_train(["cell=lstm", "size=1x32"], tmp_path).model.lr == 0.015  # the recipe
