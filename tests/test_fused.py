@@ -255,7 +255,7 @@ def test_a_failed_build_falls_back_to_nn_gru_with_one_warning(monkeypatch):
 
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     monkeypatch.setattr(fused, "_extension", fused._UNTRIED)
-    stack = RecurrentStack("gru", 3, 4, backend="fused")
+    stack = RecurrentStack("gru", 3, 4, backend="auto")
     x = torch.randn(2, 5, 3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -264,6 +264,9 @@ def test_a_failed_build_falls_back_to_nn_gru_with_one_warning(monkeypatch):
     messages = [str(w.message) for w in caught]
     assert messages == ["fused CPU RNN unavailable (no C++ compiler found); using nn.GRU / nn.LSTM"]
     torch.testing.assert_close(out, stack.rnn(x)[0])
+    # asked for by name, the fused kernels are those or an error, never nn.GRU in their place
+    with pytest.raises(ConfigError, match="backend='fused' is not allowed here"):
+        RecurrentStack("gru", 3, 4, backend="fused")(x)
 
 
 def test_the_first_use_may_come_inside_inference_mode(monkeypatch):
