@@ -80,7 +80,7 @@ def places(tmp_path_factory) -> dict[str, str]:
 @pytest.mark.parametrize(("page", "line"), COMMANDS, ids=[f"{p}: {c[18:70]}" for p, c in COMMANDS])
 def test_a_documented_command_runs(page, line, places):
     line = re.sub(r"resume=(<[^>]*>|\S+)", f"resume={places['run_dir']}", line)
-    line = line.replace("file://my_conf", f"file://{places['my_conf']}")
+    line = re.sub(r"file://\S*my_conf", f"file://{places['my_conf']}", line)
     line = re.sub(r"<[^>]*>", "PLACEHOLDER", line)
     words = shlex.split(line, comments=True)
     entry = words[2].removeprefix("experiments.")
