@@ -52,6 +52,7 @@ def _build_and_train(
     # A dir with a last.ckpt is a run that was stopped: go on from there.
     last = run_dir / LAST_CHECKPOINT
     check_run_settings(cfg)
+    use_tf32(bool(cfg.get("tf32", False)))
     threads = cfg.threads or threads_per_job()
     if threads:
         torch.set_num_threads(threads)
@@ -93,6 +94,16 @@ def _build_and_train(
     return results
 
 
+def use_tf32(enabled: bool) -> None:
+    """TensorFloat-32 for float32 matmuls and cuDNN (RNNs included) on GPUs that have it, or
+    not: PyTorch's defaults differ between the two (cuDNN's on, matmul's off), so seqrnn sets
+    both from one setting (``tf32``). No effect on a CPU."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
 def check_run_settings(cfg: DictConfig) -> None:
     """The run settings the library cannot check itself, each a one-line error: the threads,
     and epochs a rate schedule can end at."""
@@ -110,10 +121,16 @@ def check_run_settings(cfg: DictConfig) -> None:
         )
 
 
+# Where data-parallel launchers put a process's rank: torchrun and Lightning's own launcher
+# (RANK, LOCAL_RANK, NODE_RANK), srun in a SLURM job of several tasks (SLURM_PROCID).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
 def first_process() -> bool:
     """Whether this is the first (or only) process of the job: data-parallel launchers start
-    the others with their rank in the environment."""
-    return all(int(os.environ.get(key, "0")) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    the others with their rank in the environment. Only the first holds the run dir's lock,
+    whichever rank happens to start first."""
+    return all(int(os.environ.get(key, "0")) == 0 for key in RANK_VARIABLES)
 
 
 def threads_per_job() -> int | None:

@@ -266,3 +266,17 @@ def test_a_resumed_run_keeps_the_recipe_it_was_started_with(tmp_path):
     assert resumed.model.lr == 0.002 and resumed.model.gate_bias_init == "constant"
     assert resumed.callbacks.early_stopping.patience == 5
     assert compose_train(["cell=lstm", "size=1x32"], tmp_path).model.lr == 0.015  # the recipe
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_tf32_is_one_explicit_setting_for_matmuls_and_cudnn(enabled, tmp_path):
+    from experiments._runs import use_tf32
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        assert compose_train([], tmp_path).tf32 is False  # full float32 unless asked
+        use_tf32(enabled)
+        assert torch.backends.cuda.matmul.allow_tf32 is enabled
+        assert torch.backends.cudnn.allow_tf32 is enabled
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -226,3 +226,23 @@ def test_a_write_that_dies_leaves_the_previous_last_checkpoint_whole(tmp_path):
     with pytest.raises(OSError, match="killed during the write"):
         callback.save(FailingSave())
     assert (tmp_path / "last.ckpt").read_bytes() == b"the whole previous checkpoint"
+
+
+@pytest.mark.parametrize(
+    ("environment", "first"),
+    [
+        ({}, True),
+        ({"SLURM_PROCID": "0"}, True),
+        ({"SLURM_PROCID": "1"}, False),  # srun's second task of a DDP job: not the lock's holder
+        ({"RANK": "1"}, False),  # torchrun
+        ({"LOCAL_RANK": "1"}, False),  # Lightning's own launcher
+    ],
+)
+def test_only_the_first_rank_holds_the_run_dir(environment, first, monkeypatch):
+    from experiments._runs import RANK_VARIABLES, first_process
+
+    for key in RANK_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    assert first_process() is first
