@@ -23,7 +23,7 @@ TRAIN_BUDGET ?= trainer.max_epochs=1 trainer.limit_train_batches=300
 # `make report` reports on the newest sweep; REPORT_DIR=outputs reports on every run.
 REPORT_DIR ?= $(firstword $(shell ls -td outputs/multirun/*/ 2>/dev/null))
 
-.PHONY: install test train study search tensorboard bench report lint format clean
+.PHONY: install test train study search tensorboard bench report slurm-local lint format clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench:
 report:
 	@test -n "$(REPORT_DIR)" || { echo "error: no sweep in outputs/multirun; give REPORT_DIR=<dir>" >&2; exit 2; }
 	$(BIN)/python -m experiments.report $(REPORT_DIR)
+
+# A one-node SLURM cluster on this machine (Debian's slurm-wlm and munge; as root), for trying
+# hydra/launcher=slurm_cpu and for the cluster tests: docs/sweeps.md, "Clusters".
+slurm-local:
+	scripts/slurm-local
 
 lint:
 	$(BIN)/ruff check seqrnn experiments tests

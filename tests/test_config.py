@@ -109,6 +109,7 @@ def test_size_presets_and_plain_units_layers(overrides, layers, units, cell, tmp
     ("launcher", "target"),
     [
         ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("slurm_cpu", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
         ("parallel", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
     ],
 )

@@ -1,0 +1,159 @@
+"""The cluster path on a real one-node SLURM (scripts/slurm-local, which `.ci/run` starts): a
+sweep through `hydra/launcher=slurm_cpu`, and a job requeued in the middle of an epoch that goes
+on from the batch it was stopped at. Skipped without a cluster, except under CI=true."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import PROJECT_ROOT, run_train, tiny_overrides
+
+pytestmark = pytest.mark.slurm
+
+# Waits at the end of one training batch (the first time only: a marker file says it did) until
+# SIGTERM has come, so that a requeue always lands in the middle of that epoch.
+PAUSER = textwrap.dedent(
+    """
+    import time
+    from pathlib import Path
+    from lightning.pytorch.callbacks import Callback
+
+    class PauseAt(Callback):
+        def __init__(self, epoch, batch, marker):
+            self.at, self.marker = (epoch, batch), Path(marker)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if (trainer.current_epoch, batch_idx) != self.at or self.marker.exists():
+                return
+            self.marker.write_text(str(trainer.global_step))
+            for _ in range(1200):
+                if trainer.received_sigterm:
+                    return
+                time.sleep(0.05)
+    """
+)
+SETTINGS = [
+    "data.order=row",
+    "trainer.max_epochs=2",
+    "threads=1",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """The local cluster's node, idle; without one a skip (a failure under CI=true)."""
+    found = shutil.which("sinfo") and subprocess.run(
+        ["sinfo", "-h", "-o", "%t %n"], capture_output=True, text=True, timeout=30
+    )
+    states = found.stdout.split() if found and found.returncode == 0 else []
+    if not states or states[0] not in ("idle", "mix"):
+        why = "no local SLURM cluster (start one as root: scripts/slurm-local)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why}; CI needs it")
+        pytest.skip(why)
+    return states[1]
+
+
+def wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def job_state(job: str) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
+    for word in shown.stdout.split():
+        if word.startswith("JobState="):
+            return word.removeprefix("JobState=")
+    return "GONE"
+
+
+def test_a_sweep_through_the_slurm_launcher_completes_and_reports(cluster, tiny_mnist, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.timeout_min=10",
+        "hydra.launcher.mem_gb=2",
+        "cell=gru,lstm",
+        *tiny_overrides(tiny_mnist),
+        *SETTINGS,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("classify-gru-1x32_0", "classify-lstm-1x32_1"):
+        results = json.loads((sweep / job / "results.json").read_text())
+        assert results["status"] == "completed" and results["epochs"] == 2
+    report = (sweep / "report.md").read_text()
+    assert "gru" in report and "lstm" in report
+
+
+def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_mnist, tmp_path):
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "pauser.py").write_text(PAUSER)
+    run_dir, marker = tmp_path / "run", tmp_path / "paused_at_step"
+    overrides = [
+        *tiny_overrides(tiny_mnist, run_dir),
+        *SETTINGS,
+        "+callbacks.pause._target_=pauser.PauseAt",
+        "+callbacks.pause.epoch=0",
+        "+callbacks.pause.batch=2",
+        f"+callbacks.pause.marker={marker}",
+    ]
+    command = " ".join([sys.executable, "-m", "experiments.train", *overrides])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
+    env.pop("SEQRNN_DATA_DIR", None)
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-c",
+            "1",
+            "--mem=2G",
+            "--open-mode=append",  # a requeued job's output goes on in the same file
+            "-o",
+            str(tmp_path / "job-%j.out"),
+            "-D",
+            str(PROJECT_ROOT),
+            "--wrap",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    job = submitted.stdout.strip().split(";")[0]
+    try:
+        wait_for(marker.exists, 120, "the job to reach epoch 1, batch 3")
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        # SLURM holds a requeued job for two minutes; let it start as soon as it is pending
+        wait_for(lambda: job_state(job) == "PENDING", 60, "the job to be requeued")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        wait_for(lambda: (run_dir / "results.json").exists(), 300, "the requeued job to finish")
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    stopped_at = int(marker.read_text())  # the step the pause (and the signal) came after
+    assert f"stopped by SIGTERM at epoch 1, step {stopped_at}" in log, log[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs"] == 2
+
+    straight = tmp_path / "straight"
+    done = run_train(*tiny_overrides(tiny_mnist, straight), *SETTINGS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    expected = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    for name, value in expected["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, rtol=0, atol=1e-6)
