@@ -74,7 +74,11 @@ def _build_and_train(
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)] + [EpochLog()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=bar
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_progress_bar=bar,
+        **slurm_plugins(),
     )
     try:
         results = train_and_evaluate(
@@ -92,6 +96,16 @@ def _build_and_train(
     if trainer.is_global_zero:
         print_outputs(run_dir, results)
     return results
+
+
+def slurm_plugins() -> dict[str, Any]:
+    """In a SLURM job: Lightning's SLURM environment (ranks from srun) without its own
+    auto-requeue, so that one mechanism owns the signals: LastCheckpoint saves at the end of the
+    batch on SIGTERM and on the time-limit warning (SIGUSR2), and requeues for the latter;
+    Lightning's requeue (on SIGUSR1) would write a second, epoch-level checkpoint of its own."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
 
 
 def use_tf32(enabled: bool) -> None:

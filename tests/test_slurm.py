@@ -98,20 +98,22 @@ def test_a_sweep_through_the_slurm_launcher_completes_and_reports(cluster, tiny_
     assert "gru" in report and "lstm" in report
 
 
-def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_mnist, tmp_path):
+def submit_paused_job(tiny_mnist, tmp_path, *sbatch_options: str) -> tuple[str, dict]:
+    """``sbatch`` one training run that pauses at epoch 1, batch 3 until it is told to stop;
+    returns the job id and the files of the run (its dir, the pause marker, the job's log)."""
     helpers = tmp_path / "helpers"
     helpers.mkdir()
     (helpers / "pauser.py").write_text(PAUSER)
-    run_dir, marker = tmp_path / "run", tmp_path / "paused_at_step"
+    files = {"run": tmp_path / "run", "marker": tmp_path / "paused_at_step"}
     overrides = [
-        *tiny_overrides(tiny_mnist, run_dir),
+        *tiny_overrides(tiny_mnist, files["run"]),
         *SETTINGS,
         "+callbacks.pause._target_=pauser.PauseAt",
         "+callbacks.pause.epoch=0",
         "+callbacks.pause.batch=2",
-        f"+callbacks.pause.marker={marker}",
+        f"+callbacks.pause.marker={files['marker']}",
     ]
-    command = " ".join([sys.executable, "-m", "experiments.train", *overrides])
+    command = " ".join(["exec", sys.executable, "-m", "experiments.train", *overrides])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
     env.pop("SEQRNN_DATA_DIR", None)
     submitted = subprocess.run(
@@ -126,6 +128,7 @@ def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_m
             str(tmp_path / "job-%j.out"),
             "-D",
             str(PROJECT_ROOT),
+            *sbatch_options,
             "--wrap",
             command,
         ],
@@ -135,25 +138,109 @@ def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_m
         check=True,
     )
     job = submitted.stdout.strip().split(";")[0]
-    try:
-        wait_for(marker.exists, 120, "the job to reach epoch 1, batch 3")
-        subprocess.run(["scontrol", "requeue", job], check=True)
-        # SLURM holds a requeued job for two minutes; let it start as soon as it is pending
-        wait_for(lambda: job_state(job) == "PENDING", 60, "the job to be requeued")
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-        wait_for(lambda: (run_dir / "results.json").exists(), 300, "the requeued job to finish")
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
-    log = (tmp_path / f"job-{job}.out").read_text()
-    stopped_at = int(marker.read_text())  # the step the pause (and the signal) came after
-    assert f"stopped by SIGTERM at epoch 1, step {stopped_at}" in log, log[-3000:]
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "completed" and results["epochs"] == 2
+    files["log"] = tmp_path / f"job-{job}.out"
+    return job, files
 
+
+def start_when_requeued(job: str) -> None:
+    """SLURM holds a requeued job for two minutes; let it start as soon as it is pending."""
+    wait_for(lambda: job_state(job) == "PENDING", 90, "the job to be requeued")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
+def assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path):
+    results = json.loads((files["run"] / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs"] == 2
     straight = tmp_path / "straight"
     done = run_train(*tiny_overrides(tiny_mnist, straight), *SETTINGS)
     assert done.returncode == 0, done.stderr[-3000:]
-    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(files["run"] / "checkpoints" / "last.ckpt", weights_only=False)
     expected = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
     for name, value in expected["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][name], value, rtol=0, atol=1e-6)
+
+
+def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_mnist, tmp_path):
+    job, files = submit_paused_job(tiny_mnist, tmp_path)
+    try:
+        wait_for(files["marker"].exists, 120, "the job to reach epoch 1, batch 3")
+        subprocess.run(["scontrol", "requeue", job], check=True)  # as a preemption does
+        start_when_requeued(job)
+        wait_for((files["run"] / "results.json").exists, 300, "the requeued job to finish")
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    log = files["log"].read_text()
+    stopped_at = int(files["marker"].read_text())  # the step the pause (and the signal) came at
+    assert f"stopped by SIGTERM at epoch 1, step {stopped_at}" in log, log[-3000:]
+    assert f"Restored all states from the checkpoint at {files['run']}" in log
+    assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path)
+
+
+def test_a_time_limit_saves_requeues_and_goes_on(cluster, tiny_mnist, tmp_path):
+    # a 1-minute limit, warned 40 s before: the first segment is stopped at the pause
+    job, files = submit_paused_job(tiny_mnist, tmp_path, "--time=1", "--signal=B:USR2@40")
+    try:
+        wait_for(files["marker"].exists, 120, "the job to reach epoch 1, batch 3")
+        start_when_requeued(job)  # the job requeues itself at the warning
+        wait_for((files["run"] / "results.json").exists, 300, "the requeued job to finish")
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    log = files["log"].read_text()
+    stopped_at = int(files["marker"].read_text())
+    assert f"time limit near at epoch 1, step {stopped_at}" in log, log[-3000:]
+    assert f"requeued SLURM job {job}, which goes on from it" in log
+    assert f"Restored all states from the checkpoint at {files['run']}" in log
+    assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path)
+
+
+def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
+    cluster, tiny_mnist, tmp_path
+):
+    """The same through hydra/launcher=slurm_cpu (submitit): the time-limit warning submitit
+    asks for (signal_delay_s) is handled by LastCheckpoint, not by submitit's own requeue."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "pauser.py").write_text(PAUSER)
+    sweep, marker = tmp_path / "sweep", tmp_path / "paused_at_step"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
+    env.pop("SEQRNN_DATA_DIR", None)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "-m",
+            "hydra/launcher=slurm_cpu",
+            "hydra.launcher.timeout_min=1",
+            "hydra.launcher.signal_delay_s=40",
+            "hydra.launcher.mem_gb=2",
+            *tiny_overrides(tiny_mnist),
+            *SETTINGS,
+            "+callbacks.pause._target_=pauser.PauseAt",
+            "+callbacks.pause.epoch=0",
+            "+callbacks.pause.batch=2",
+            f"+callbacks.pause.marker={marker}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(marker.exists, 120, "the job to reach epoch 1, batch 3")
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+        (job,) = jobs.stdout.split()
+        start_when_requeued(job)
+        output, _ = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+        subprocess.run(["scancel", job], capture_output=True)
+    assert driver.returncode == 0, output[-3000:]
+    results = json.loads((sweep / "classify-gru-1x32_0" / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs"] == 2
+    logs = "".join(p.read_text() for p in sorted((sweep / ".submitit").rglob("*_log.*")))
+    stopped_at = int(marker.read_text())
+    assert f"time limit near at epoch 1, step {stopped_at}" in logs, logs[-3000:]
+    assert "Restored all states from the checkpoint" in logs

@@ -2,14 +2,22 @@
 
 Written at the end of every epoch, every few minutes of training in between (with the batch
 loader's position, so the resumed run sees the batches the uninterrupted one would have), and
-when the process is told to stop (SIGTERM: a cluster's preemption or time limit, ``kill``).
-Always through a temporary file and a rename, so a kill during the write leaves the previous
-``last.ckpt`` whole.
+when the process is told to stop (SIGTERM: a cluster's preemption, ``kill``). Always through a
+temporary file and a rename, so a kill during the write leaves the previous ``last.ckpt`` whole.
+
+In a SLURM job it is also the one owner of the time-limit warning, SIGUSR2 (what submitit's
+``signal_delay_s`` sends, or ``sbatch --signal=B:USR2@<seconds>``): the run stops at the end
+of the current batch as for SIGTERM, saves, and requeues its job (``scontrol requeue``), which
+goes on from that ``last.ckpt``. It replaces submitit's own handler, which requeues without a
+checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -35,9 +43,19 @@ class LastCheckpoint(Callback):
         self.path = Path(dirpath) / LAST_NAME
         self.every_seconds = 60.0 * every_minutes if every_minutes else None
         self._saved_at = time.monotonic()
+        self._requeue = False  # set by SLURM's time-limit warning
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_at = time.monotonic()
+        self._requeue = False
+        job = os.environ.get("SLURM_JOB_ID")
+        if job and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR2, self._time_limit_near)
+
+    def _time_limit_near(self, signum: int, frame) -> None:
+        """SLURM's warning before the time limit: stop as for SIGTERM, then requeue."""
+        self._requeue = True
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own stop at the end of the batch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_seconds is None:
@@ -60,12 +78,23 @@ class LastCheckpoint(Callback):
         if not isinstance(exception, SIGTERMException):
             return
         self.save(trainer)
-        if trainer.is_global_zero:
-            print(
-                f"stopped by SIGTERM at epoch {trainer.current_epoch + 1}, step "
-                f"{trainer.global_step}: saved {self.path}; resume=<run dir> goes on from it",
-                flush=True,
+        if not trainer.is_global_zero:
+            return
+        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+        if self._requeue:
+            job = os.environ["SLURM_JOB_ID"]
+            requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            outcome = (
+                f"requeued SLURM job {job}, which goes on from it"
+                if requeued.returncode == 0
+                else f"could not requeue SLURM job {job} ({requeued.stderr.strip()})"
             )
+            print(f"time limit near at {where}: saved {self.path}; {outcome}", flush=True)
+            return
+        print(
+            f"stopped by SIGTERM at {where}: saved {self.path}; resume=<run dir> goes on from it",
+            flush=True,
+        )
 
     def save(self, trainer: L.Trainer) -> None:
         """Write the trainer's full state to ``last.ckpt`` (a temporary file, then a rename)."""
