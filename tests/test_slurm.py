@@ -244,3 +244,29 @@ def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
     stopped_at = int(marker.read_text())
     assert f"time limit near at epoch 1, step {stopped_at}" in logs, logs[-3000:]
     assert "Restored all states from the checkpoint" in logs
+
+
+def test_ddp_as_one_slurm_job_of_two_tasks_completes_in_one_run_dir(cluster, tiny_mnist, tmp_path):
+    """srun starts both ranks as processes of their own: only rank 0 takes the run dir's lock
+    (SLURM_PROCID), so neither waits for the other forever."""
+    sweep = tmp_path / "sweep"
+    result = run_train(
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.mem_gb=2",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        *tiny_overrides(tiny_mnist),
+        *SETTINGS,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = [p for p in sweep.iterdir() if (p / "results.json").exists()]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs"] == 2
+    assert results["evaluated"]["test"] == 40  # every test image, over both shards
+    logs = "".join(p.read_text() for p in sorted((sweep / ".submitit").rglob("*_log.*")))
+    assert "in use by" not in logs and "Initializing distributed: GLOBAL_RANK: 1" in logs
