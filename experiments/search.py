@@ -74,10 +74,27 @@ def start_workers(count: int) -> list[subprocess.Popen]:
 
 
 def run(cfg: DictConfig) -> None:
+    from seqrnn.training.lock import run_lock
+
+    if "search_worker" in cfg:  # started by the search below, which holds the lock
+        search_study(cfg)
+        return
+    # one search per study dir: trials left running are then those of processes that died
+    with run_lock(Path(cfg.paths.output_dir)):
+        search_study(cfg)
+
+
+def search_study(cfg: DictConfig) -> None:
     from hydra import compose
 
     from experiments._runs import build_and_train
-    from seqrnn.sweeps.search import PruneOnValidation, counted_trials, open_study, suggest
+    from seqrnn.sweeps.search import (
+        PruneOnValidation,
+        counted_trials,
+        open_study,
+        recover_dead_trials,
+        suggest,
+    )
 
     search = cfg.search
     study_dir = Path(cfg.paths.output_dir)
@@ -85,10 +102,13 @@ def run(cfg: DictConfig) -> None:
         study_dir / STUDY_FILE,
         search.name,
         search.direction,
-        seed=cfg.seed + int(cfg.get("search_worker", 0)),  # workers draw different trials
+        seed=cfg.seed + 1000 * int(cfg.get("search_worker", 0)),  # workers draw apart
         startup_trials=search.startup_trials,
         warmup_epochs=search.warmup_epochs,
     )
+    if "search_worker" not in cfg:
+        for number in recover_dead_trials(study):
+            print(f"trial {number} was cut off (its process died): failed; it runs once more")
     workers = int(cfg.workers)
     if workers < 1:
         fail(f"workers={workers} is not allowed; it must be >= 1")

@@ -13,7 +13,7 @@ from seqrnn.models import SequenceClassifier
 from seqrnn.sweeps.search import PruneOnValidation, counted_trials, open_study, suggest
 
 
-def tiny_search_args(data_dir, study_dir, *extra):
+def tiny_search_args(data_dir, study_dir, *extra, train_extra=()):
     train = [
         "task=classify",
         "size=1x32",
@@ -24,6 +24,7 @@ def tiny_search_args(data_dir, study_dir, *extra):
         "data.eval_batch_size=32",
         "data.order=row",
         "trainer.max_epochs=2",
+        *train_extra,
     ]
     listed = ",".join(f'"{t}"' for t in train)
     return [f"search.train=[{listed}]", "search.name=tiny", f"hydra.run.dir={study_dir}", *extra]
@@ -133,3 +134,66 @@ def test_unknown_search_preset_is_one_line():
         "error: search=fastest is not a known search (in 'search=fastest'); "
         "choose one of: classify, predict"
     ]
+
+
+PAUSER = """
+import time
+from pathlib import Path
+from lightning.pytorch.callbacks import Callback
+
+class PauseOnce(Callback):
+    def __init__(self, marker):
+        self.marker = Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self.marker.exists():
+            self.marker.write_text("paused")
+            time.sleep(120)
+"""
+
+
+def test_a_killed_search_fails_its_cut_off_trial_runs_it_again_and_draws_nothing_twice(
+    tiny_mnist, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT_ROOT
+
+    (tmp_path / "helpers").mkdir()
+    (tmp_path / "helpers" / "pauser.py").write_text(PAUSER)
+    marker, study_dir = tmp_path / "paused", tmp_path / "study"
+    pause = ["+callbacks.pause._target_=pauser.PauseOnce", f"+callbacks.pause.marker={marker}"]
+    args = tiny_search_args(tiny_mnist, study_dir, "workers=1", train_extra=pause)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'helpers'}{os.pathsep}{PROJECT_ROOT}"}
+    env.pop("SEQRNN_DATA_DIR", None)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "experiments.search", *args, "trials=2"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the first trial never started"
+    os.killpg(first.pid, signal.SIGKILL)  # the whole search, mid-trial
+    first.wait()
+    study = open_study(study_dir / "study.db", "tiny", "maximize")
+    (cut_off,) = study.trials
+    assert cut_off.state == optuna.trial.TrialState.RUNNING  # as the kill left it
+
+    again = run_entry("search", *args, "trials=3", env={"PYTHONPATH": env["PYTHONPATH"]})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trial 0 was cut off (its process died): failed; it runs once more" in again.stdout
+    rows = list(csv.DictReader((study_dir / "trials.csv").open()))
+    assert rows[0]["state"] == "fail"
+    retried = [r for r in rows[1:] if r["model.lr"] == rows[0]["model.lr"]]
+    assert len(retried) == 1 and retried[0]["state"] in ("complete", "pruned")
+    drawn = [(r["model.lr"], r["data.batch_size"]) for r in rows[1:]]
+    assert len(drawn) == len(set(drawn)) == 3  # no finished configuration drawn again

@@ -60,10 +60,12 @@ def open_study(
 ) -> optuna.Study:
     """The study ``name`` in the SQLite file ``storage``, created or reopened.
 
-    Sampler: TPE seeded with ``seed``. Pruner: median (a trial stops when its value after an
-    epoch is worse than the median of earlier trials' values at that epoch), silent for the
-    first ``startup_trials`` trials and the first ``warmup_epochs`` epochs of each trial. A
-    trial whose process died (no heartbeat for two minutes) is marked failed and run again once.
+    Sampler: TPE seeded with ``seed`` plus the trials the study already holds. Pruner: median
+    (a trial stops when its value after an epoch is worse than the median of earlier trials'
+    values at that epoch), silent for the first ``startup_trials`` trials and the first
+    ``warmup_epochs`` epochs of each trial. A trial whose process died while the search goes on
+    (no heartbeat for two minutes) is marked failed and run again once; one left by a search
+    that was killed as a whole: :func:`recover_dead_trials`.
     """
     if direction not in DIRECTIONS:
         raise ConfigError(
@@ -81,16 +83,31 @@ def open_study(
                 max_retry=1
             ),
         )
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=rdb,
         study_name=name,
         direction=direction,
-        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs
         ),
         load_if_exists=True,
     )
+    # A reopened study's sampler starts past the draws it made before: seeded as before, a
+    # resumed search would draw its first trials' parameters again.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    return study
+
+
+def recover_dead_trials(study: optuna.Study) -> list[int]:
+    """Trials left ``running`` by processes that died (a search killed, then started again):
+    marked failed now, and their parameters queued to run once more. Only for a search that
+    knows no other process is running trials of ``study`` (experiments.search holds the study
+    dir's lock). Returns the numbers of the trials it marked."""
+    dead = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in dead:
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return [trial.number for trial in dead]
 
 
 def counted_trials(study: optuna.Study) -> int:
