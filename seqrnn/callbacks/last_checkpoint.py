@@ -27,6 +27,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqrnn.layout import LAST_NAME
 
+# Under data-parallel training, whether a timed save is due is rank 0's decision, broadcast to
+# the others: asked every this many steps, not every batch (a collective per batch for nothing).
+DDP_CHECK_STEPS = 50
+
 
 class LastCheckpoint(Callback):
     """Keep ``<dirpath>/last.ckpt`` up to date for resuming.
@@ -60,6 +64,8 @@ class LastCheckpoint(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_seconds is None:
             return
+        if trainer.world_size > 1 and trainer.global_step % DDP_CHECK_STEPS:
+            return  # under data-parallel training the clock is read every few steps only
         due = time.monotonic() - self._saved_at >= self.every_seconds
         # every process must take part in a save: rank 0's clock decides for all
         if trainer.strategy.broadcast(due):
