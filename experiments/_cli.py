@@ -57,6 +57,8 @@ def quiet_lightning() -> None:
     )
     # Lightning's own use of a torch API deprecated in torch 2.13; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # SLURM installed on this machine, a run outside any SLURM job: nothing to act on
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
 def _parse(token: str):
