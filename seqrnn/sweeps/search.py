@@ -105,7 +105,7 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     dir's lock). Returns the numbers of the trials it marked."""
     dead = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in dead:
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return [trial.number for trial in dead]
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqrnn.errors import ConfigError
 from seqrnn.layout import (
     ANALYSIS_FILE,
     COMPLETION_FILE,
@@ -68,8 +69,6 @@ def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]
     """The plain command of one run, plus its budget, threads, run dir and plain-line logs."""
     if size not in plan.budgets.get(task, {}):
         known = ", ".join(plan.budgets.get(task, {})) or "none"
-        from seqrnn.errors import ConfigError
-
         raise ConfigError(
             f"sizes: {size!r} has no time budget for task {task} in budgets.{task}; "
             f"sizes with one: {known}"
