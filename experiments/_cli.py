@@ -216,7 +216,8 @@ def name_the_size(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
         return argv
     if any(given[key].is_sweep_override() for key in ("units", "layers") if key in given):
         return with_overrides([], argv, ["size=custom"])
-    default = yaml.safe_load((conf_dir / "size" / f"{default_choice('size')}.yaml").read_text())
+    default_size = default_choice("size", conf_dir=conf_dir)
+    default = yaml.safe_load((conf_dir / "size" / f"{default_size}.yaml").read_text())
     shape = {
         key: given[key].get_value_element_as_str() if key in given else str(default[key])
         for key in ("layers", "units")
@@ -265,9 +266,9 @@ def with_overrides(before: list[str], argv: list[str], after: list[str]) -> list
     return [*before, *overrides, *after, *flags]
 
 
-def default_choice(group: str, config: str = "train") -> str:
+def default_choice(group: str, config: str = "train", conf_dir: Path = CONF_DIR) -> str:
     """The option ``conf/<config>.yaml`` picks for ``group`` when the command line does not."""
-    defaults = yaml.safe_load((CONF_DIR / f"{config}.yaml").read_text())["defaults"]
+    defaults = yaml.safe_load((conf_dir / f"{config}.yaml").read_text())["defaults"]
     return next(entry[group] for entry in defaults if isinstance(entry, dict) and group in entry)
 
 

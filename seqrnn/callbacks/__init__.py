@@ -5,7 +5,8 @@ callback on a trainer.
   minutes, at SIGTERM);
 - :class:`Milestones`: the epoch and training second at which validation first reached each
   threshold (``results.json``'s ``milestones``);
-- :class:`StopOnDivergence`: a non-finite training loss ends the run (``status: diverged``);
+- :class:`StopOnDivergence`: non-finite gradients (a non-finite loss makes them so) end the
+  run, on every rank at the same step (``status: diverged``);
 - :class:`EpochLog`: one plain line per epoch where there is no terminal for a progress bar.
 """
 

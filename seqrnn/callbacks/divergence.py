@@ -23,7 +23,9 @@ class StopOnDivergence(Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-        self._not_finite = not all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
+        finite = [torch.isfinite(g).all() for g in grads if g is not None]
+        # one read back from the device a step, not one per parameter
+        self._not_finite = bool(finite) and not bool(torch.stack(finite).all())
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._not_finite:
