@@ -291,7 +291,10 @@ def prepare_argv(argv: list[str], required: dict[str, str] | None = None) -> lis
 def launch(main: Callable[[], Any], required: dict[str, str] | None = None) -> None:
     """Run a Hydra ``main`` on this process's command line, checked and expanded by
     :func:`prepare_argv` (``required``: see there)."""
-    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:], required)]
+    from experiments._ranks import rank_overrides
+
+    argv = prepare_argv(sys.argv[1:], required)
+    sys.argv = [sys.argv[0], *with_overrides([], argv, rank_overrides(argv))]
     main()
 
 

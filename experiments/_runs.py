@@ -105,7 +105,14 @@ def slurm_plugins() -> dict[str, Any]:
     Lightning's requeue (on SIGUSR1) would write a second, epoch-level checkpoint of its own."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
+    from seqrnn.errors import ConfigError
+
+    if not SLURMEnvironment.detect():
+        return {}
+    try:
+        return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
+    except RuntimeError as err:  # a job shape Lightning cannot map to ranks, e.g. --ntasks
+        raise ConfigError(f"this SLURM job cannot run as seqrnn's ranks: {err}") from None
 
 
 def use_tf32(enabled: bool) -> None:

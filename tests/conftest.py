@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import lightning as L
@@ -135,3 +136,57 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         "predict": save_untrained(NextPixelPredictor(units=8), folder / "predict.ckpt"),
         "classify": save_untrained(SequenceClassifier(units=8), folder / "classify.ckpt"),
     }
+
+
+# A callback that signals its own process at the end of one training batch (0-based epoch and
+# batch), or at the start of a validation or final-evaluation batch (``stage``; epoch None: in
+# any), on one rank or all. It runs after LastCheckpoint (in the fault-tolerance runs, a
+# last.ckpt after every batch).
+SIGNALLER = textwrap.dedent(
+    """
+    import os, signal
+    from lightning.pytorch.callbacks import Callback
+
+    class SignalAt(Callback):
+        def __init__(self, epoch, batch, signal_name, stage="train", rank=None):
+            self.at, self.signum = (epoch, batch), getattr(signal, signal_name)
+            self.stage, self.rank = stage, rank
+
+        def _maybe(self, trainer, stage, batch_idx):
+            mine = self.rank is None or trainer.global_rank == self.rank
+            epoch, at = trainer.current_epoch, self.at
+            if mine and stage == self.stage and (at[0] in (None, epoch)) and batch_idx == at[1]:
+                os.kill(os.getpid(), self.signum)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self._maybe(trainer, "train", batch_idx)
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *_):
+            if not trainer.sanity_checking:
+                self._maybe(trainer, "validate", batch_idx)
+
+        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *_):
+            self._maybe(trainer, "test", batch_idx)
+    """
+)
+
+
+def signal_at(
+    epoch: int | None, batch: int, name: str, stage: str = "train", rank: int | None = None
+) -> list[str]:
+    return [
+        "+callbacks.signal._target_=signaller.SignalAt",
+        f"+callbacks.signal.epoch={'null' if epoch is None else epoch}",
+        f"+callbacks.signal.batch={batch}",
+        f"+callbacks.signal.signal_name={name}",
+        f"+callbacks.signal.stage={stage}",
+        *([f"+callbacks.signal.rank={rank}"] if rank is not None else []),
+    ]
+
+
+@pytest.fixture
+def signaller(tmp_path, monkeypatch):
+    folder = tmp_path / "helpers"
+    folder.mkdir()
+    (folder / "signaller.py").write_text(SIGNALLER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(PROJECT_ROOT)]))

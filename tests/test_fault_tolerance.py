@@ -2,35 +2,16 @@
 SIGTERM), whole last.ckpt files, one process per run dir, a clear line for a damaged last.ckpt."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
-from conftest import PROJECT_ROOT, run_train, tiny_overrides
+from conftest import PROJECT_ROOT, run_train, signal_at, tiny_overrides
 
 from seqrnn.data import SequenceBatches
 from seqrnn.training.lock import LOCK_FILE, run_lock
-
-# A callback that signals its own process at the end of one training batch (0-based epoch and
-# batch); it runs after LastCheckpoint, which writes last.ckpt after every batch in these runs.
-SIGNALLER = textwrap.dedent(
-    """
-    import os, signal
-    from lightning.pytorch.callbacks import Callback
-
-    class SignalAt(Callback):
-        def __init__(self, epoch, batch, signal_name):
-            self.at, self.signum = (epoch, batch), getattr(signal, signal_name)
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if (trainer.current_epoch, batch_idx) == self.at:
-                os.kill(os.getpid(), self.signum)
-    """
-)
 
 # 80 training images in batches of 16: 5 steps an epoch, 2 epochs; a checkpoint every batch.
 SETTINGS = [
@@ -39,23 +20,6 @@ SETTINGS = [
     "threads=1",
     "callbacks.last_checkpoint.every_minutes=1e-9",
 ]
-
-
-def signal_at(epoch: int, batch: int, name: str) -> list[str]:
-    return [
-        "+callbacks.signal._target_=signaller.SignalAt",
-        f"+callbacks.signal.epoch={epoch}",
-        f"+callbacks.signal.batch={batch}",
-        f"+callbacks.signal.signal_name={name}",
-    ]
-
-
-@pytest.fixture
-def signaller(tmp_path, monkeypatch):
-    folder = tmp_path / "helpers"
-    folder.mkdir()
-    (folder / "signaller.py").write_text(SIGNALLER)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(PROJECT_ROOT)]))
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +85,52 @@ def test_sigterm_saves_last_checkpoint_and_exits_unfinished(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "taking over" not in resumed.stderr  # the stopped run released its lock
     assert_same_weights(run_dir, straight_run)
+
+
+def test_sigterm_during_validation_saves_the_epoch_and_the_resumed_run_validates_again(
+    tiny_mnist, tmp_path, signaller, straight_run
+):
+    run_dir = tmp_path / "run"
+    # 20 validation images in batches of 8: 3 batches; the signal at the second of epoch 1
+    overrides = [*SETTINGS[:-1], "callbacks.last_checkpoint.every_minutes=null"]
+    stopped = run_train(
+        *tiny_overrides(tiny_mnist, run_dir),
+        *overrides,
+        "data.eval_batch_size=8",
+        *signal_at(0, 1, "SIGTERM", stage="validate"),
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM at epoch 1, step 5 (during validation" in stopped.stdout
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 5  # the whole first epoch's training, nothing lost
+    resumed = run_train(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs"] == 2
+    assert_same_weights(run_dir, straight_run)
+
+
+def test_sigterm_during_the_final_evaluation_keeps_the_trained_run_and_evaluates_again(
+    tiny_mnist, tmp_path, signaller, straight_run
+):
+    run_dir = tmp_path / "run"
+    overrides = [*SETTINGS[:-1], "callbacks.last_checkpoint.every_minutes=null"]
+    stopped = run_train(
+        *tiny_overrides(tiny_mnist, run_dir),
+        *overrides,
+        "data.eval_batch_size=8",
+        *signal_at(None, 1, "SIGTERM", stage="test"),
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM during the final evaluation" in stopped.stdout
+    assert not (run_dir / "results.json").exists()
+    # last.ckpt still holds the finished training, not the best weights the test loaded
+    assert_same_weights(run_dir, straight_run)
+    resumed = run_train(f"resume={run_dir}", "~callbacks.signal")  # not the signal again
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" not in resumed.stdout  # no training
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs"] == 2
 
 
 def test_a_second_process_in_a_busy_run_dir_exits_2_naming_the_holder(tiny_mnist, tmp_path):

@@ -270,3 +270,34 @@ def test_ddp_as_one_slurm_job_of_two_tasks_completes_in_one_run_dir(cluster, tin
     assert results["evaluated"]["test"] == 40  # every test image, over both shards
     logs = "".join(p.read_text() for p in sorted((sweep / ".submitit").rglob("*_log.*")))
     assert "in use by" not in logs and "Initializing distributed: GLOBAL_RANK: 1" in logs
+
+
+def test_ddp_under_srun_with_the_default_run_dir_writes_one_run_named_after_the_job(
+    cluster, tiny_mnist, tmp_path
+):
+    """A plain batch script, `srun python -m experiments.train trainer=ddp ...`, no run dir
+    given: every task would time-stamp a dir of its own; they agree on slurm-<job>.<step>."""
+    overrides = [*tiny_overrides(tiny_mnist), *SETTINGS, "trainer=ddp", "trainer.devices=2"]
+    overrides.append("trainer.accelerator=cpu")
+    command = " ".join(["srun", sys.executable, "-m", "experiments.train", *overrides])
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("SEQRNN_DATA_DIR", None)
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--ntasks-per-node=2", "-c", "1", "--mem=3G", "-o", "job.out"]
+        + ["-D", str(tmp_path), "--wrap", command],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    job = submitted.stdout.strip().split(";")[0]
+    try:
+        wait_for(lambda: job_state(job) in ("COMPLETED", "FAILED", "GONE"), 300, "the job")
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    log = (tmp_path / "job.out").read_text()
+    runs = list((tmp_path / "outputs" / "classify" / "gru-1x32").iterdir())
+    assert [run.name for run in runs] == [f"slurm-{job}.0"], log[-3000:]
+    results = json.loads((runs[0] / "results.json").read_text())
+    assert results["status"] == "completed" and results["evaluated"]["test"] == 40
+    assert (runs[0] / "train_ddp_process_1.log").is_file()

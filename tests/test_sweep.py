@@ -8,8 +8,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-from conftest import PROJECT_ROOT, run_entry, run_train, tiny_overrides
+from conftest import PROJECT_ROOT, run_train, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqrnn.sweeps.report import find_runs
@@ -109,59 +108,3 @@ def test_a_killed_sweep_skips_finished_jobs_and_resumes_the_rest(tiny_mnist, tmp
     events.Reload()
     assert len(events.Scalars("val/loss")) == 4  # the epochs before the kill were kept
     assert {run.status for run in find_runs(tmp_path)} == {"done"}
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="gloo DDP on CPU")
-def test_ddp_on_two_cpu_processes_gives_the_same_results_keys(tiny_mnist, tmp_path):
-    single = run_train(*tiny_overrides(tiny_mnist, tmp_path / "one"), "trainer.max_epochs=1")
-    ddp = run_train(
-        *tiny_overrides(tiny_mnist, tmp_path / "ddp"),
-        "trainer.max_epochs=1",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-    )
-    assert single.returncode == 0 and ddp.returncode == 0, ddp.stderr[-3000:]
-    one = json.loads((tmp_path / "one" / "results.json").read_text())
-    two = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    assert set(one) == set(two)
-    assert two["evaluated"] == one["evaluated"]  # every example evaluated, shards or not
-    assert (tmp_path / "ddp" / "train_ddp_process_1.log").is_file()  # a second process ran
-
-
-DIVERGER = """
-import math
-from lightning.pytorch.callbacks import Callback
-
-class NanOnRank(Callback):
-    def __init__(self, rank, batch):
-        self.rank, self.batch = rank, batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_rank == self.rank and trainer.global_step == self.batch:
-            pl_module.input_proj.weight.data.fill_(math.nan)
-"""
-
-
-def test_ddp_stops_every_rank_at_once_when_one_rank_diverges(tiny_mnist, tmp_path):
-    """Rank 1's weights turn into NaN before its third step: its loss goes wrong, the averaged
-    gradients of both ranks too, and both stop at that step (not rank 1 alone, leaving rank 0
-    waiting in its next all-reduce)."""
-    (tmp_path / "helpers").mkdir()
-    (tmp_path / "helpers" / "diverger.py").write_text(DIVERGER)
-    result = run_entry(
-        "train",
-        *tiny_overrides(tiny_mnist, tmp_path / "ddp"),
-        "trainer.max_epochs=3",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "+callbacks.nan._target_=diverger.NanOnRank",
-        "+callbacks.nan.rank=1",
-        "+callbacks.nan.batch=2",
-        env={"PYTHONPATH": f"{tmp_path / 'helpers'}{os.pathsep}{PROJECT_ROOT}"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "diverged: training loss" in result.stdout and "at epoch 1, step 3" in result.stdout
-    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    assert results["status"] == "diverged"

@@ -5,11 +5,20 @@ loader's position, so the resumed run sees the batches the uninterrupted one wou
 when the process is told to stop (SIGTERM: a cluster's preemption, ``kill``). Always through a
 temporary file and a rename, so a kill during the write leaves the previous ``last.ckpt`` whole.
 
-In a SLURM job it is also the one owner of the time-limit warning, SIGUSR2 (what submitit's
-``signal_delay_s`` sends, or ``sbatch --signal=B:USR2@<seconds>``): the run stops at the end
-of the current batch as for SIGTERM, saves, and requeues its job (``scontrol requeue``), which
-goes on from that ``last.ckpt``. It replaces submitit's own handler, which requeues without a
-checkpoint.
+It owns the stop signals while the run trains and evaluates:
+
+- SIGTERM only marks the stop as asked. At the end of the next training or validation batch
+  the processes agree (under data-parallel training: a stop asked on any rank stops all, at the
+  same batch), and Lightning stops there: during training ``last.ckpt`` is saved with the batch
+  just trained, during validation with the epoch's weights (the resumed run validates again),
+  and during the final evaluation nothing is saved (``last.ckpt`` already holds the finished
+  training; the resumed run only evaluates). Lightning's own handler would run a collective
+  inside the signal handler, which pairs with the wrong one when the signal reaches one rank
+  first.
+- In a SLURM job, SIGUSR2 is the time-limit warning (what submitit's ``signal_delay_s`` sends,
+  or ``sbatch --signal=B:USR2@<seconds>``): a stop as for SIGTERM, then ``scontrol requeue``, and
+  the requeued job goes on from that ``last.ckpt``. It replaces submitit's own handler, which
+  requeues without a checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqrnn.layout import LAST_NAME
@@ -47,22 +57,61 @@ class LastCheckpoint(Callback):
         self.path = Path(dirpath) / LAST_NAME
         self.every_seconds = 60.0 * every_minutes if every_minutes else None
         self._saved_at = time.monotonic()
+        self._stop_asked = False  # a SIGTERM (or SLURM's time-limit warning) came
         self._requeue = False  # set by SLURM's time-limit warning
+        self._launcher = None
+        self._alone = True
+        # Lightning's own stop flag (no public setter): its loops stop at their next check, at
+        # the point where model, optimizer and loader agree, and raise SIGTERMException
+        self._connector = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_at = time.monotonic()
-        self._requeue = False
-        job = os.environ.get("SLURM_JOB_ID")
-        if job and threading.current_thread() is threading.main_thread():
+        self._own_signals(trainer)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._own_signals(trainer)
+
+    def _own_signals(self, trainer: L.Trainer) -> None:
+        """Replace the SIGTERM handler Lightning installed for this stage (it restores the one
+        before at the stage's end) and, in a SLURM job, take SIGUSR2."""
+        self._stop_asked = self._requeue = False
+        self._launcher = trainer.strategy.launcher
+        self._alone = trainer.world_size == 1
+        self._connector = trainer._signal_connector
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (e.g. a search's worker threads)
+        signal.signal(signal.SIGTERM, self._stop_signal)
+        if os.environ.get("SLURM_JOB_ID"):
             signal.signal(signal.SIGUSR2, self._time_limit_near)
+
+    def _stop_signal(self, signum: int, frame) -> None:
+        """SIGTERM: mark the stop as asked; the ranks agree on it at the end of a batch. A
+        single process stops at the end of the batch it is in, as Lightning's handler does."""
+        if not self._stop_asked and self._launcher is not None:
+            # Lightning's own launcher: pass it on to the processes it started
+            self._launcher.kill(signal.SIGTERM)
+        self._stop_asked = True
+        if self._alone:
+            self._connector.received_sigterm = True
 
     def _time_limit_near(self, signum: int, frame) -> None:
         """SLURM's warning before the time limit: stop as for SIGTERM, then requeue."""
         self._requeue = True
-        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own stop at the end of the batch
+        self._stop_signal(signal.SIGTERM, frame)
+
+    def _agree_to_stop(self, trainer: L.Trainer) -> None:
+        """Stop every rank at the end of this batch when a stop was asked on any: one flag's
+        all-reduce per batch under data-parallel training, none otherwise."""
+        stop = self._stop_asked
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            self._connector.received_sigterm = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_seconds is None:
+        self._agree_to_stop(trainer)
+        if self.every_seconds is None or trainer.received_sigterm:
             return
         if trainer.world_size > 1 and trainer.global_step % DDP_CHECK_STEPS:
             return  # under data-parallel training the clock is read every few steps only
@@ -70,6 +119,13 @@ class LastCheckpoint(Callback):
         # every process must take part in a save: rank 0's clock decides for all
         if trainer.strategy.broadcast(due):
             self.save(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_) -> None:
+        if not trainer.sanity_checking:
+            self._agree_to_stop(trainer)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_) -> None:
+        self._agree_to_stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After validation, so the checkpoint holds what the best-checkpoint and early-stopping
@@ -79,14 +135,21 @@ class LastCheckpoint(Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        # Lightning turns SIGTERM into this exception at the end of the current batch, where
-        # the model, optimizer and loader agree with each other.
         if not isinstance(exception, SIGTERMException):
             return
-        self.save(trainer)
+        training = trainer.state.fn == TrainerFn.FITTING
+        if training:
+            self.save(trainer)
         if not trainer.is_global_zero:
             return
-        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+        if training:
+            where = f"at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+            if trainer.validating:
+                where += " (during validation: the resumed run validates again)"
+            saved = f"saved {self.path}"
+        else:
+            where = "during the final evaluation"
+            saved = f"{self.path} holds the finished training (the resumed run evaluates again)"
         if self._requeue:
             job = os.environ["SLURM_JOB_ID"]
             requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
@@ -95,12 +158,9 @@ class LastCheckpoint(Callback):
                 if requeued.returncode == 0
                 else f"could not requeue SLURM job {job} ({requeued.stderr.strip()})"
             )
-            print(f"time limit near at {where}: saved {self.path}; {outcome}", flush=True)
+            print(f"time limit near {where}: {saved}; {outcome}", flush=True)
             return
-        print(
-            f"stopped by SIGTERM at {where}: saved {self.path}; resume=<run dir> goes on from it",
-            flush=True,
-        )
+        print(f"stopped by SIGTERM {where}: {saved}; resume=<run dir> goes on from it", flush=True)
 
     def save(self, trainer: L.Trainer) -> None:
         """Write the trainer's full state to ``last.ckpt`` (a temporary file, then a rename)."""
