@@ -23,7 +23,7 @@ TRAIN_BUDGET ?= trainer.max_epochs=1 trainer.limit_train_batches=300
 # `make report` reports on the newest sweep; REPORT_DIR=outputs reports on every run.
 REPORT_DIR ?= $(firstword $(shell ls -td outputs/multirun/*/ 2>/dev/null))
 
-.PHONY: install test train study search tensorboard bench report slurm-local lint format clean
+.PHONY: install test train study search tensorboard bench gpu-check report slurm-local lint format clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ tensorboard:
 
 bench:
 	$(BIN)/python -m experiments.bench $(ARGS)
+
+# A GPU's one-minute self-check against the CPU (docs/kernels.md): `make gpu-check ARGS="--device cpu"`
+# runs the same checks on a CPU alone.
+gpu-check:
+	$(BIN)/python -m experiments.gpu_check $(ARGS)
 
 report:
 	@test -n "$(REPORT_DIR)" || { echo "error: no sweep in outputs/multirun; give REPORT_DIR=<dir>" >&2; exit 2; }

@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,36 @@ def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dic
 
     # One process per run dir; under data-parallel training the first process holds it.
     run_dir = Path(cfg.paths.output_dir)
-    with run_lock(run_dir) if first_process() else contextlib.nullcontext():
-        return _build_and_train(cfg, run_dir, extra_callbacks)
+    lock = run_lock(run_dir) if first_process() else contextlib.nullcontext()
+    with lock, job_device(cfg) as device:
+        return _build_and_train(cfg, run_dir, extra_callbacks, device)
+
+
+@contextlib.contextmanager
+def job_device(cfg: DictConfig) -> Iterator[dict[str, Any]]:
+    """The trainer's ``devices`` for this job: on a machine with several GPUs, a job that asks
+    for one holds one no other seqrnn job holds (:mod:`seqrnn.training.gpus`), ``{"devices":
+    [i]}``; elsewhere ``{}`` (the configured devices)."""
+    import torch
+
+    from seqrnn.training.gpus import one_gpu, wants_one_of
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not wants_one_of(cfg.trainer, count):
+        yield {}
+        return
+    with one_gpu(count) as index:
+        print(f"GPU {index} of {count} (one job per GPU)", flush=True)
+        yield {"devices": [index]}
 
 
 def _build_and_train(
-    cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[Any]
+    cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[Any], device: dict[str, Any]
 ) -> dict[str, Any]:
     import lightning as L
     import torch
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from seqrnn.callbacks.epoch_log import EpochLog
@@ -73,11 +92,14 @@ def _build_and_train(
     if not bar:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)] + [EpochLog()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    if not loggers:  # `~logger`: nothing to write the learning rate to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         enable_progress_bar=bar,
+        **device,
         **slurm_plugins(),
     )
     try:

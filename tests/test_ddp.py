@@ -164,3 +164,47 @@ def test_the_ranks_of_an_outside_launcher_agree_on_one_run_dir(
     assert got[: len(added)] == added
     if added:  # and its own log beside rank 0's
         assert got[1].endswith("${hydra.job.name}_ddp_process_1.log")
+
+
+@pytest.mark.parametrize(
+    ("trainer", "gpus", "wanted"),
+    [
+        ({"accelerator": "auto", "devices": 1}, 4, True),
+        ({"accelerator": "gpu", "devices": "1"}, 2, True),
+        ({"accelerator": "auto", "devices": 1}, 1, False),  # one GPU: nothing to share out
+        ({"accelerator": "auto", "devices": 1}, 0, False),
+        ({"accelerator": "cpu", "devices": 1}, 4, False),
+        ({"accelerator": "gpu", "devices": 4}, 4, False),  # DDP over them: Lightning's
+        ({"accelerator": "gpu", "devices": [2]}, 4, False),  # the user chose one
+    ],
+)
+def test_a_job_that_asks_for_one_device_holds_one_of_several_gpus(trainer, gpus, wanted):
+    from seqrnn.training.gpus import wants_one_of
+
+    assert wants_one_of(trainer, gpus) is wanted
+
+
+def test_jobs_side_by_side_each_hold_their_own_gpu_and_wait_when_all_are_held(tmp_path):
+    """Two parallel jobs (or search workers) get GPUs 0 and 1; a third waits until one ends and
+    then takes the GPU that one held."""
+    import threading
+
+    from seqrnn.training.gpus import one_gpu
+
+    got: dict[str, int] = {}
+    with one_gpu(2, tmp_path) as first:
+        with one_gpu(2, tmp_path) as second:
+            assert (first, second) == (0, 1)
+
+            def third_job():
+                with one_gpu(2, tmp_path, poll_seconds=0.01) as index:
+                    got["third"] = index
+
+            waiting = threading.Thread(target=third_job)
+            waiting.start()
+            waiting.join(0.3)
+            assert waiting.is_alive() and "third" not in got  # both held: it waits
+        waiting.join(5)  # the second job ended: GPU 1 is free
+        assert got == {"third": 1}
+    with one_gpu(2, tmp_path) as again:
+        assert again == 0  # released on the way out

@@ -15,7 +15,8 @@ from hydra.core.override_parser.types import Glob
 from experiments._cli import CONF_DIR
 
 PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
-ARGPARSE_ENTRIES = {"report", "export", "bench"}  # not Hydra: they parse their own arguments
+# not Hydra: they parse their own arguments
+ARGPARSE_ENTRIES = {"report", "export", "bench", "gpu_check"}
 
 
 def documented_commands() -> list[tuple[str, str]]:
