@@ -301,3 +301,60 @@ def test_ddp_under_srun_with_the_default_run_dir_writes_one_run_named_after_the_
     results = json.loads((runs[0] / "results.json").read_text())
     assert results["status"] == "completed" and results["evaluated"]["test"] == 40
     assert (runs[0] / "train_ddp_process_1.log").is_file()
+
+
+# Waits at the end of one training batch until SIGTERM comes (at most 5 minutes).
+WAITER = textwrap.dedent(
+    """
+    import time
+    from pathlib import Path
+    from lightning.pytorch.callbacks import Callback
+
+    class WaitAt(Callback):
+        def __init__(self, marker):
+            self.marker = Path(marker)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.marker.write_text("waiting")
+            for _ in range(6000):
+                if trainer.received_sigterm:
+                    return
+                time.sleep(0.05)
+    """
+)
+
+
+def test_a_cancelled_job_ends_the_sweep_without_sacct(cluster, tiny_mnist, tmp_path):
+    """The local cluster has no accounting (no sacct), as some real ones: submitit alone would
+    wait for the cancelled job forever; squeue tells it the job was cancelled."""
+    assert subprocess.run(["sacct"], capture_output=True).returncode != 0  # no accounting here
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "waiter.py").write_text(WAITER)
+    marker = tmp_path / "waiting"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
+    env.pop("SEQRNN_DATA_DIR", None)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", "-m", "hydra/launcher=slurm_cpu"]
+        + ["hydra.launcher.mem_gb=2", *tiny_overrides(tiny_mnist), *SETTINGS]
+        + ["+callbacks.wait._target_=waiter.WaitAt", f"+callbacks.wait.marker={marker}"]
+        + [f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(marker.exists, 120, "the job to start training")
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+        (job,) = jobs.stdout.split()
+        subprocess.run(["scancel", job], check=True)
+        _, stderr = driver.communicate(timeout=150)
+    finally:
+        driver.kill()
+    assert driver.returncode == 1, stderr[-3000:]
+    assert (
+        f"Job {job} (task: 0)" in stderr
+        and "has not produced any output (state: CANCELLED)" in stderr
+    )
