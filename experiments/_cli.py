@@ -95,6 +95,11 @@ def config_dirs(argv: list[str], conf_dir: Path = CONF_DIR) -> list[Path]:
     return dirs
 
 
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group: the names of ``conf/<group>/*.yaml``."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     """Fail with one line for ``group=option`` where no ``conf/<group>/<option>.yaml`` exists
     (in ``conf_dir`` or a folder of ``hydra.searchpath``).
@@ -108,9 +113,15 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     for token, override in _overrides(argv):
         group = override.key_or_group
         folders = [d / group for d in dirs if (d / group).is_dir()]
-        if group.startswith("hydra") or override.is_delete() or not folders:
+        if (
+            override.is_delete()
+            or not folders
+            or (group.startswith("hydra") and group != "hydra/launcher")
+        ):
             continue
         options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+        if group == "hydra/launcher":  # and the launchers Hydra's plugins bring
+            options = sorted({*options, *plugin_launchers()})
         if isinstance(override.value(), Glob):  # glob(bayes_*): each option it matches
             values = override.value().filter(options)
             if not values:
@@ -125,6 +136,16 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
                     f"{group}={value} is not a known {group} (in '{token}'); "
                     f"choose one of: {', '.join(options)}"
                 )
+
+
+def plugin_launchers() -> list[str]:
+    """The ``hydra/launcher`` options Hydra's installed plugins register (basic, joblib, ...)."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # discovers the plugins, which register their configs
+    launchers = ConfigStore.instance().repo.get("hydra", {}).get("launcher", {})
+    return [name.removesuffix(".yaml") for name in launchers]
 
 
 def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]:

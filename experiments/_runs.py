@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -149,11 +150,23 @@ def use_tf32(enabled: bool) -> None:
 
 def check_run_settings(cfg: DictConfig) -> None:
     """The run settings the library cannot check itself, each a one-line error: the threads,
-    and epochs a rate schedule can end at."""
+    the callbacks' configs and the time budget's format, and epochs a rate schedule can end at."""
     from seqrnn.errors import ConfigError, require_int
 
     if cfg.threads is not None:
         require_int("threads", cfg.threads, 1)
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if callback is not None and not isinstance(callback, DictConfig):
+            raise ConfigError(
+                f"callbacks.{name}={callback!r} is not allowed; each callbacks.<name> is a "
+                "callback's config (a _target_ and its arguments) or null"
+            )
+    duration = ((cfg.get("callbacks") or {}).get("timer") or {}).get("duration")
+    if isinstance(duration, str) and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", duration.strip()):
+        raise ConfigError(
+            f"callbacks.timer.duration={duration!r} is not allowed; give days:hours:minutes:"
+            "seconds, DD:HH:MM:SS (e.g. 00:02:15:00), or null for no time budget"
+        )
     epochs, schedule = cfg.trainer.get("max_epochs"), cfg.model.get("lr_schedule")
     if schedule in ("onecycle", "cosine") and not (
         isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1

@@ -24,6 +24,7 @@ TASKS = ("classify", "dirichlet")
 
 def run(cfg: DictConfig) -> dict:
     from seqrnn.data import DirichletSequenceDataModule
+    from seqrnn.errors import require_int
     from seqrnn.studies.analysis import analyze_classifier, analyze_symbols
     from seqrnn.training.checkpoints import load_trained
 
@@ -34,8 +35,9 @@ def run(cfg: DictConfig) -> dict:
     if task == "classify":
         datamodule = trained_data(cfg, trained_on)
         images, labels = datamodule.splits["test"]
-        if cfg.count:
-            images, labels = images[: cfg.count], labels[: cfg.count]
+        if cfg.count is not None:
+            count = require_int("count", cfg.count, 1)
+            images, labels = images[:count], labels[:count]
         report = analyze_classifier(model, images, labels, out_dir, cfg.image, str(path))
         print_study_outputs(out_dir, report, [ANALYSIS_FILE])
         print(

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import entry_point, fail
+from experiments._cli import entry_point
 
 STUDY_FILE = "study.db"
 WORKER_KEY = "+search_worker"  # set on the extra worker processes a search starts
@@ -74,7 +74,12 @@ def start_workers(count: int) -> list[subprocess.Popen]:
 
 
 def run(cfg: DictConfig) -> None:
+    from seqrnn.errors import require_int, require_seconds
     from seqrnn.training.lock import run_lock
+
+    require_int("trials", cfg.trials, 1)
+    require_int("workers", cfg.workers, 1)
+    require_seconds("timeout", cfg.timeout)
 
     if "search_worker" in cfg:  # started by the search below, which holds the lock
         search_study(cfg)
@@ -109,9 +114,7 @@ def search_study(cfg: DictConfig) -> None:
     if "search_worker" not in cfg:
         for number in recover_dead_trials(study):
             print(f"trial {number} was cut off (its process died): failed; it runs once more")
-    workers = int(cfg.workers)
-    if workers < 1:
-        fail(f"workers={workers} is not allowed; it must be >= 1")
+    workers = cfg.workers
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
     space = OmegaConf.to_container(search.space, resolve=True)
     known = search.get("enqueue")

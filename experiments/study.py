@@ -14,12 +14,24 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import entry_point
+from experiments._cli import entry_point, group_options
 
 
 def run(cfg: DictConfig) -> None:
+    from seqrnn.errors import ConfigError, require_bool, require_int
     from seqrnn.sweeps.study import StudyPlan, run_study
 
+    for key, group in (("tasks", "task"), ("cells", "cell"), ("sizes", "size")):
+        known = group_options(group)
+        for value in cfg[key]:
+            if str(value) not in known:
+                raise ConfigError(
+                    f"{key}={list(cfg[key])}: {value} is not a known {group}; "
+                    f"choose from: {', '.join(known)}"
+                )
+    for key in ("train", "studies", "dry_run"):
+        require_bool(key, cfg[key])
+    require_int("threads", cfg.threads, 1)
     run_study(
         StudyPlan(
             tasks=list(cfg.tasks),

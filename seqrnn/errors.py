@@ -42,3 +42,19 @@ def require_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name}={value!r} is not allowed; it must be an integer >= {minimum}")
     return value
+
+
+def require_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is true or false; raise :class:`ConfigError` otherwise."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not allowed; it must be true or false")
+    return value
+
+
+def require_seconds(name: str, value: object) -> float | None:
+    """Return ``value`` if it is null or a number of seconds > 0; raise otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{name}={value!r} is not allowed; it must be seconds > 0, or null")
+    return value

@@ -162,15 +162,7 @@ def truncated_data(tmp_path_factory, tiny_mnist):
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("cell=foo", "cell=foo is not a known cell"),
-        ("task=foo", "task=foo is not a known task"),
-        ("units=0", "units=0 is not allowed; it must be an integer >= 1"),
-        ("layers=-1", "layers=-1 is not allowed; it must be an integer >= 1"),
-        ("threads=-2", "threads=-2 is not allowed; it must be an integer >= 1"),
-        (
-            "trainer.max_epochs=-1",
-            "trainer.max_epochs=-1 is not allowed with model.lr_schedule=onecycle",
-        ),
+        # (bad values of the options themselves: tests/test_bad_inputs.py)
         ("missing", "is missing in"),
         # the tiny random images are not MNIST: the canonical checksum must catch them
         ("not_mnist", "train-images-idx3-ubyte.gz fails its checksum"),

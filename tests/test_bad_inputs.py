@@ -1,0 +1,97 @@
+"""Every option the README and the manual use, given a bad value (a bad type, out of range, an
+unknown choice), is one line on stderr that names it, exit status 2, nothing written. A new option
+in a documented command needs its row here: the first test fails until it has one."""
+
+import shlex
+
+import pytest
+from conftest import run_entry
+from test_docs_commands import COMMANDS
+
+# Settings of Hydra itself in documented commands: Hydra reports their errors.
+HYDRA_OWN = {"--cfg", "hydra.searchpath"}
+MISSING = "/nonexistent/seqrnn"
+
+# (entry point, arguments ending with the bad one, what the one line must say)
+BAD = [
+    ("train", ["task=foo"], "task=foo is not a known task"),
+    ("train", ["cell=foo"], "cell=foo is not a known cell"),
+    ("train", ["size=9x9"], "size=9x9 is not a known size"),
+    ("train", ["units=0"], "units=0 is not allowed; it must be an integer >= 1"),
+    ("train", ["units=abc"], "units='abc' is not allowed; it must be an integer >= 1"),
+    ("train", ["layers=-1"], "layers=-1 is not allowed; it must be an integer >= 1"),
+    ("train", ["threads=-2"], "threads=-2 is not allowed; it must be an integer >= 1"),
+    ("train", ["threads=x"], "threads='x' is not allowed"),
+    ("train", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1 is not allowed with model.lr_sc"),
+    ("train", ["trainer.max_epochs=abc"], "trainer.max_epochs='abc' is not allowed"),
+    ("train", ["data.order=diagonal"], "data.order='diagonal' is not allowed; choose one of"),
+    ("train", ["debug=foo"], "debug=foo is not a known debug"),
+    ("train", ["+experiment=foo"], "experiment=foo is not a known experiment"),
+    ("train", ["hydra/launcher=foo"], "hydra/launcher=foo is not a known hydra/launcher"),
+    ("train", [f"resume={MISSING}"], f"resume={MISSING} is not a run dir to resume"),
+    ("train", ["callbacks.timer.duration=abc"], "callbacks.timer.duration='abc' is not allowed"),
+    ("train", ["callbacks.early_stopping=5"], "callbacks.early_stopping=5 is not allowed"),
+    ("evaluate", [f"ckpt={MISSING}.ckpt"], f"checkpoint {MISSING}.ckpt does not exist"),
+    ("evaluate", ["ckpt=pretrained:foo"], "ckpt=pretrained:foo is not a shipped checkpoint"),
+    ("complete", ["ckpt={classify}"], "this job needs a task=predict checkpoint"),
+    ("complete", ["ckpt={predict}", "count=0"], "count=0 is not allowed"),
+    ("complete", ["ckpt={predict}", "count=abc"], "count='abc' is not allowed"),
+    ("complete", ["ckpt={predict}", "count=4", "horizons=[0]"], "n=0 is not allowed"),
+    ("complete", ["ckpt={predict}", "count=4", "samples=0"], "samples=0 is not allowed"),
+    ("inpaint", ["ckpt={classify}"], "this job needs a task=predict checkpoint"),
+    ("inpaint", ["ckpt={predict}", "count=4", "dataset=foo"], "in-painting file foo does not"),
+    ("inpaint", ["ckpt={predict}", "max_hidden=0"], "max_hidden=0 is not allowed"),
+    ("inpaint", ["ckpt={predict}", "max_hidden=abc"], "max_hidden='abc' is not allowed"),
+    ("analyze", [f"ckpt={MISSING}.ckpt"], f"checkpoint {MISSING}.ckpt does not exist"),
+    ("analyze", ["ckpt={classify}", "count=0"], "count=0 is not allowed"),
+    ("analyze", ["ckpt={classify}", "image=-1"], "image=-1 is not allowed"),
+    ("analyze", ["ckpt={classify}", "image=abc"], "image='abc' is not allowed"),
+    ("search", ["search=foo"], "search=foo is not a known search"),
+    ("search", ["trials=0"], "trials=0 is not allowed; it must be an integer >= 1"),
+    ("search", ["timeout=-5"], "timeout=-5 is not allowed; it must be seconds > 0, or null"),
+    ("search", ["timeout=abc"], "timeout='abc' is not allowed"),
+    ("study", ["dry_run=maybe"], "dry_run='maybe' is not allowed; it must be true or false"),
+    ("study", ["dry_run=true", "cells=[foo]"], "cells=['foo']: foo is not a known cell"),
+    ("study", ["dry_run=true", "sizes=[9x9]"], "sizes=['9x9']: 9x9 is not a known size"),
+    ("gpu_check", ["--device=tpu"], "--device tpu is not a device seqrnn checks"),
+]
+
+
+def option(token: str) -> str:
+    return token.split("=", 1)[0].lstrip("+~")
+
+
+def test_every_documented_option_has_a_bad_value_here():
+    covered = {(entry, option(args[-1])) for entry, args, _ in BAD}
+    missing = set()
+    for _, line in COMMANDS:
+        words = shlex.split(line.split(" #")[0])
+        entry = words[2].removeprefix("experiments.")
+        for word in words[3:]:
+            if "=" in word and not word.startswith("-") or word.startswith("--"):
+                key = option(word)
+                if key not in HYDRA_OWN and (entry, key) not in covered:
+                    missing.add(f"{entry} {key}")
+    assert not missing, f"documented options without a bad-value row in BAD: {sorted(missing)}"
+
+
+@pytest.mark.parametrize(("entry", "args", "message"), BAD, ids=[" ".join(a) for _, a, _ in BAD])
+def test_a_bad_value_is_one_line_and_exit_2(
+    entry, args, message, tiny_mnist, checkpoints, tmp_path
+):
+    args = [a.format(**{k: str(v) for k, v in checkpoints.items()}) for a in args]
+    out = tmp_path / "out"
+    if entry in ("train", "evaluate", "complete", "inpaint", "analyze"):
+        args += [f"data.root={tiny_mnist}", "data.verify=false", "data.val_size=20"]
+    if entry == "train":
+        args += ["debug=fast"]
+    if entry != "gpu_check":
+        args += [f"hydra.run.dir={out}"]
+    if entry == "study":
+        args += [f"out={out}", f"docs={out / 'docs'}", f"pretrained={out / 'pretrained'}"]
+    result = run_entry(entry, *args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    assert message in lines[0]
+    assert not (out / "results.json").exists()
