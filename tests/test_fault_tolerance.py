@@ -67,17 +67,27 @@ def test_a_run_killed_mid_epoch_resumes_at_the_next_batch(
     assert results["wall_seconds"] >= trained_before  # both sessions' training counted
 
 
+def stopped_by_sigterm(tiny_mnist, run_dir, epoch, batch, stage="train"):
+    """A run of SETTINGS without timed checkpoints, sent SIGTERM at ``signal_at(epoch, batch,
+    stage=stage)`` (20 validation images in batches of 8: 3 batches): it exits unfinished."""
+    stopped = run_train(
+        *tiny_overrides(tiny_mnist, run_dir),
+        *SETTINGS[:-1],
+        "callbacks.last_checkpoint.every_minutes=null",
+        "data.eval_batch_size=8",
+        *signal_at(epoch, batch, "SIGTERM", stage=stage),
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert not (run_dir / "results.json").exists()
+    return stopped
+
+
 def test_sigterm_saves_last_checkpoint_and_exits_unfinished(
     tiny_mnist, tmp_path, signaller, straight_run
 ):
     run_dir = tmp_path / "run"
-    overrides = [*SETTINGS[:-1], "callbacks.last_checkpoint.every_minutes=null"]
-    stopped = run_train(
-        *tiny_overrides(tiny_mnist, run_dir), *overrides, *signal_at(0, 1, "SIGTERM")
-    )
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    stopped = stopped_by_sigterm(tiny_mnist, run_dir, 0, 1)
     assert "stopped by SIGTERM at epoch 1, step 2" in stopped.stdout
-    assert not (run_dir / "results.json").exists()
     # no time-based or epoch-end checkpoint came before: the SIGTERM one is the only one
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
 
@@ -91,15 +101,7 @@ def test_sigterm_during_validation_saves_the_epoch_and_the_resumed_run_validates
     tiny_mnist, tmp_path, signaller, straight_run
 ):
     run_dir = tmp_path / "run"
-    # 20 validation images in batches of 8: 3 batches; the signal at the second of epoch 1
-    overrides = [*SETTINGS[:-1], "callbacks.last_checkpoint.every_minutes=null"]
-    stopped = run_train(
-        *tiny_overrides(tiny_mnist, run_dir),
-        *overrides,
-        "data.eval_batch_size=8",
-        *signal_at(0, 1, "SIGTERM", stage="validate"),
-    )
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    stopped = stopped_by_sigterm(tiny_mnist, run_dir, 0, 1, stage="validate")  # its 2nd batch
     assert "stopped by SIGTERM at epoch 1, step 5 (during validation" in stopped.stdout
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 5  # the whole first epoch's training, nothing lost
@@ -114,16 +116,8 @@ def test_sigterm_during_the_final_evaluation_keeps_the_trained_run_and_evaluates
     tiny_mnist, tmp_path, signaller, straight_run
 ):
     run_dir = tmp_path / "run"
-    overrides = [*SETTINGS[:-1], "callbacks.last_checkpoint.every_minutes=null"]
-    stopped = run_train(
-        *tiny_overrides(tiny_mnist, run_dir),
-        *overrides,
-        "data.eval_batch_size=8",
-        *signal_at(None, 1, "SIGTERM", stage="test"),
-    )
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    stopped = stopped_by_sigterm(tiny_mnist, run_dir, None, 1, stage="test")
     assert "stopped by SIGTERM during the final evaluation" in stopped.stdout
-    assert not (run_dir / "results.json").exists()
     # last.ckpt still holds the finished training, not the best weights the test loaded
     assert_same_weights(run_dir, straight_run)
     resumed = run_train(f"resume={run_dir}", "~callbacks.signal")  # not the signal again

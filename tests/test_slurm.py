@@ -78,6 +78,25 @@ def job_state(job: str) -> str:
     return "GONE"
 
 
+def job_environment(tmp_path, **modules: str) -> dict[str, str]:
+    """The environment of a job that imports the callback modules ``name=source`` (written to
+    ``tmp_path/helpers``), reading data only from the paths its command gives."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir(exist_ok=True)
+    for name, source in modules.items():
+        (helpers / f"{name}.py").write_text(source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
+    env.pop("SEQRNN_DATA_DIR", None)
+    return env
+
+
+def the_queued_job() -> str:
+    """The id of the one job in the queue."""
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+    (job,) = jobs.stdout.split()
+    return job
+
+
 def test_a_sweep_through_the_slurm_launcher_completes_and_reports(cluster, tiny_mnist, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_train(
@@ -101,9 +120,7 @@ def test_a_sweep_through_the_slurm_launcher_completes_and_reports(cluster, tiny_
 def submit_paused_job(tiny_mnist, tmp_path, *sbatch_options: str) -> tuple[str, dict]:
     """``sbatch`` one training run that pauses at epoch 1, batch 3 until it is told to stop;
     returns the job id and the files of the run (its dir, the pause marker, the job's log)."""
-    helpers = tmp_path / "helpers"
-    helpers.mkdir()
-    (helpers / "pauser.py").write_text(PAUSER)
+    env = job_environment(tmp_path, pauser=PAUSER)
     files = {"run": tmp_path / "run", "marker": tmp_path / "paused_at_step"}
     overrides = [
         *tiny_overrides(tiny_mnist, files["run"]),
@@ -114,8 +131,6 @@ def submit_paused_job(tiny_mnist, tmp_path, *sbatch_options: str) -> tuple[str, 
         f"+callbacks.pause.marker={files['marker']}",
     ]
     command = " ".join(["exec", sys.executable, "-m", "experiments.train", *overrides])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
-    env.pop("SEQRNN_DATA_DIR", None)
     submitted = subprocess.run(
         [
             "sbatch",
@@ -198,12 +213,8 @@ def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
 ):
     """The same through hydra/launcher=slurm_cpu (submitit): the time-limit warning submitit
     asks for (signal_delay_s) is handled by LastCheckpoint, not by submitit's own requeue."""
-    helpers = tmp_path / "helpers"
-    helpers.mkdir()
-    (helpers / "pauser.py").write_text(PAUSER)
+    env = job_environment(tmp_path, pauser=PAUSER)
     sweep, marker = tmp_path / "sweep", tmp_path / "paused_at_step"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
-    env.pop("SEQRNN_DATA_DIR", None)
     driver = subprocess.Popen(
         [
             sys.executable,
@@ -230,8 +241,7 @@ def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
     )
     try:
         wait_for(marker.exists, 120, "the job to reach epoch 1, batch 3")
-        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
-        (job,) = jobs.stdout.split()
+        job = the_queued_job()
         start_when_requeued(job)
         output, _ = driver.communicate(timeout=300)
     finally:
@@ -280,8 +290,7 @@ def test_ddp_under_srun_with_the_default_run_dir_writes_one_run_named_after_the_
     overrides = [*tiny_overrides(tiny_mnist), *SETTINGS, "trainer=ddp", "trainer.devices=2"]
     overrides.append("trainer.accelerator=cpu")
     command = " ".join(["srun", sys.executable, "-m", "experiments.train", *overrides])
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    env.pop("SEQRNN_DATA_DIR", None)
+    env = job_environment(tmp_path)
     submitted = subprocess.run(
         ["sbatch", "--parsable", "--ntasks-per-node=2", "-c", "1", "--mem=3G", "-o", "job.out"]
         + ["-D", str(tmp_path), "--wrap", command],
@@ -328,12 +337,8 @@ def test_a_cancelled_job_ends_the_sweep_without_sacct(cluster, tiny_mnist, tmp_p
     """The local cluster has no accounting (no sacct), as some real ones: submitit alone would
     wait for the cancelled job forever; squeue tells it the job was cancelled."""
     assert subprocess.run(["sacct"], capture_output=True).returncode != 0  # no accounting here
-    helpers = tmp_path / "helpers"
-    helpers.mkdir()
-    (helpers / "waiter.py").write_text(WAITER)
+    env = job_environment(tmp_path, waiter=WAITER)
     marker = tmp_path / "waiting"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helpers), str(PROJECT_ROOT)])}
-    env.pop("SEQRNN_DATA_DIR", None)
     driver = subprocess.Popen(
         [sys.executable, "-m", "experiments.train", "-m", "hydra/launcher=slurm_cpu"]
         + ["hydra.launcher.mem_gb=2", *tiny_overrides(tiny_mnist), *SETTINGS]
@@ -347,8 +352,7 @@ def test_a_cancelled_job_ends_the_sweep_without_sacct(cluster, tiny_mnist, tmp_p
     )
     try:
         wait_for(marker.exists, 120, "the job to start training")
-        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
-        (job,) = jobs.stdout.split()
+        job = the_queued_job()
         subprocess.run(["scancel", job], check=True)
         _, stderr = driver.communicate(timeout=150)
     finally:
