@@ -100,7 +100,25 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
 
 
 def test_a_size_without_a_budget_fails_in_one_line():
-    result = run_entry("study", "sizes=[9x9]", "dry_run=true")
+    result = run_entry("study", "sizes=[custom]", "dry_run=true")  # a size, not in budgets
     assert result.returncode == 2
-    assert result.stderr.startswith("error: sizes: '9x9' has no time budget")
+    assert result.stderr.startswith("error: sizes: 'custom' has no time budget")
     assert result.stderr.count("\n") == 1
+
+
+def test_no_budget_of_the_plan_cuts_a_shipped_runs_recipe_short():
+    """conf/study.yaml's budget of each task and size is at least the training time of the
+    longer of its shipped runs (both cells train side by side), so that `make study` trains
+    every recipe to its end."""
+    import yaml
+    from conftest import PROJECT_ROOT
+
+    plan = yaml.safe_load((PROJECT_ROOT / "conf" / "study.yaml").read_text())
+    for task in plan["tasks"]:
+        for size in plan["sizes"]:
+            days, hours, minutes, seconds = map(int, plan["budgets"][task][size].split(":"))
+            budget = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+            for cell in plan["cells"]:
+                run = PROJECT_ROOT / "docs" / "results" / task / f"{task}-{cell}-{size}"
+                took = json.loads((run / "results.json").read_text())["wall_seconds"]
+                assert took <= budget, f"{task}-{cell}-{size} took {took:.0f} s > {budget} s"
