@@ -93,6 +93,7 @@ def test_sigterm_saves_last_checkpoint_and_exits_unfinished(
 
     resumed = run_train(f"resume={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"going on from {run_dir / 'checkpoints' / 'last.ckpt'}: step 2" in resumed.stdout
     assert "taking over" not in resumed.stderr  # the stopped run released its lock
     assert_same_weights(run_dir, straight_run)
 

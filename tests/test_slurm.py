@@ -187,7 +187,8 @@ def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_m
     log = files["log"].read_text()
     stopped_at = int(files["marker"].read_text())  # the step the pause (and the signal) came at
     assert f"stopped by SIGTERM at epoch 1, step {stopped_at}" in log, log[-3000:]
-    assert f"Restored all states from the checkpoint at {files['run']}" in log
+    # the requeued job went on from the step saved at the signal
+    assert f"going on from {files['run'] / 'checkpoints' / 'last.ckpt'}: step {stopped_at}" in log
     assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path)
 
 
@@ -204,7 +205,8 @@ def test_a_time_limit_saves_requeues_and_goes_on(cluster, tiny_mnist, tmp_path):
     stopped_at = int(files["marker"].read_text())
     assert f"time limit near at epoch 1, step {stopped_at}" in log, log[-3000:]
     assert f"requeued SLURM job {job}, which goes on from it" in log
-    assert f"Restored all states from the checkpoint at {files['run']}" in log
+    # the requeued job went on from the step saved at the signal
+    assert f"going on from {files['run'] / 'checkpoints' / 'last.ckpt'}: step {stopped_at}" in log
     assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path)
 
 
@@ -253,7 +255,7 @@ def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
     logs = "".join(p.read_text() for p in sorted((sweep / ".submitit").rglob("*_log.*")))
     stopped_at = int(marker.read_text())
     assert f"time limit near at epoch 1, step {stopped_at}" in logs, logs[-3000:]
-    assert "Restored all states from the checkpoint" in logs
+    assert f"last.ckpt: step {stopped_at}" in logs  # the requeued job went on from there
 
 
 def test_ddp_as_one_slurm_job_of_two_tasks_completes_in_one_run_dir(cluster, tiny_mnist, tmp_path):
