@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,16 @@ EXIT_USAGE = 2
 # The data settings a model was trained with, which its checkpoint keeps: a study or an
 # evaluation reads the images the same way.
 TRAINED_DATA_KEYS = ("order", "threshold", "val_size")
+
+
+# Where data-parallel launchers put a process's rank: torchrun and Lightning's own launcher
+# (RANK, LOCAL_RANK, NODE_RANK), srun in a SLURM job of several tasks (SLURM_PROCID).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def process_rank() -> int:
+    """This process's rank among a data-parallel job's (0: the first, or the only one)."""
+    return max(int(os.environ.get(key, "0")) for key in RANK_VARIABLES)
 
 
 def fail(message: str) -> None:
@@ -330,8 +341,15 @@ def entry_point(
 
     @functools.wraps(run)
     def task(cfg: DictConfig) -> Any:
-        with user_errors():
-            return run(cfg)
+        try:
+            with user_errors():
+                return run(cfg)
+        except Exception as err:
+            # The launcher reports rank 0's error; the others' would be lost (e.g. a rank
+            # that failed first, which rank 0 reports only as a peer that went away).
+            if rank := process_rank():
+                print(f"error on rank {rank}: {type(err).__name__}: {err}", file=sys.stderr)
+            raise
 
     launch(
         hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task),

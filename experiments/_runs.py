@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments._cli import quiet_lightning
+from experiments._cli import process_rank, quiet_lightning
 from seqrnn.layout import LAST_CHECKPOINT, RESULTS_FILE
 
 
@@ -180,16 +180,11 @@ def check_run_settings(cfg: DictConfig) -> None:
         )
 
 
-# Where data-parallel launchers put a process's rank: torchrun and Lightning's own launcher
-# (RANK, LOCAL_RANK, NODE_RANK), srun in a SLURM job of several tasks (SLURM_PROCID).
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
-
-
 def first_process() -> bool:
     """Whether this is the first (or only) process of the job: data-parallel launchers start
     the others with their rank in the environment. Only the first holds the run dir's lock,
     whichever rank happens to start first."""
-    return all(int(os.environ.get(key, "0")) == 0 for key in RANK_VARIABLES)
+    return process_rank() == 0
 
 
 def threads_per_job() -> int | None:

@@ -364,3 +364,38 @@ def test_a_cancelled_job_ends_the_sweep_without_sacct(cluster, tiny_mnist, tmp_p
         f"Job {job} (task: 0)" in stderr
         and "has not produced any output (state: CANCELLED)" in stderr
     )
+
+
+BREAKER = textwrap.dedent(
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    class BreakOnRank(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_rank == 1 and trainer.global_step == 2:
+                raise RuntimeError("rank 1 broke at step 2")
+    """
+)
+
+
+def test_a_rank_that_fails_ends_the_ddp_job_at_once_with_its_reason(cluster, tiny_mnist, tmp_path):
+    """Rank 1 raises at step 2; rank 0 would wait for it in the next all-reduce until the time
+    limit: srun ends it (the launcher's --kill-on-bad-exit), and the sweep says why."""
+    sweep = tmp_path / "sweep"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "-m", "hydra/launcher=slurm_cpu"]
+        + ["hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10"]
+        + ["hydra.launcher.mem_gb=2", "trainer=ddp", "trainer.accelerator=cpu"]
+        + ["trainer.devices=2", *tiny_overrides(tiny_mnist), *SETTINGS]
+        + ["+callbacks.breaker._target_=breaker.BreakOnRank", f"hydra.sweep.dir={sweep}"],
+        cwd=PROJECT_ROOT,
+        env=job_environment(tmp_path, breaker=BREAKER),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert time.monotonic() - started < 200  # not the 10-minute time limit
+    logs = "".join(p.read_text() for p in sorted((sweep / ".submitit").rglob("*_log.*")))
+    assert "rank 1 broke at step 2" in logs + result.stderr
