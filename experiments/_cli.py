@@ -130,7 +130,7 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
             or (group.startswith("hydra") and group != "hydra/launcher")
         ):
             continue
-        options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+        options = sorted({option for d in dirs for option in group_options(group, d)})
         if group == "hydra/launcher":  # and the launchers Hydra's plugins bring
             options = sorted({*options, *plugin_launchers()})
         if isinstance(override.value(), Glob):  # glob(bayes_*): each option it matches
