@@ -63,7 +63,7 @@ def _build_and_train(
     from seqrnn.callbacks.epoch_log import EpochLog
     from seqrnn.models import check_task_data
     from seqrnn.training import train_and_evaluate
-    from seqrnn.training.checkpoints import check_resumable, read_checkpoint
+    from seqrnn.training.checkpoints import resumable_checkpoint
 
     if cfg.skip_done and (run_dir / RESULTS_FILE).is_file():
         # A re-launched sweep: this job finished before.
@@ -85,9 +85,8 @@ def _build_and_train(
     datamodule.setup("fit")
     model = instantiate(cfg.model, in_features=datamodule.features)
     if last.is_file():  # before the trainer prints anything: a damaged one is one line
-        check_resumable(last, model)
+        saved = resumable_checkpoint(last, model)
         if first_process():
-            saved = read_checkpoint(last, model.task)
             print(f"going on from {last}: step {saved['global_step']}", flush=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += list(extra_callbacks)

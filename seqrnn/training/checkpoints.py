@@ -122,7 +122,13 @@ def newest_readable(folder: str | Path, other_than: str | Path) -> tuple[Path, i
 
 
 def check_resumable(path: str | Path, model: SequenceModel) -> Path:
-    """Check that ``path`` is a checkpoint ``model`` can resume from; return it.
+    """Check that ``path`` is a checkpoint ``model`` can resume from; return it."""
+    resumable_checkpoint(path, model)
+    return Path(path)
+
+
+def resumable_checkpoint(path: str | Path, model: SequenceModel) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded onto the CPU, once it is one ``model`` can resume from.
 
     An unreadable one is named with the newest readable checkpoint beside it, which the user
     may copy over it to go on from there."""
@@ -146,7 +152,7 @@ def check_resumable(path: str | Path, model: SequenceModel) -> Path:
     ]
     if differ:
         raise CheckpointError(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
-    return Path(path)
+    return checkpoint
 
 
 def resolve_device(device: str) -> str:
