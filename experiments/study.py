@@ -4,8 +4,9 @@ completion, in-painting and the state analysis.
     python -m experiments.study                      # (make study) everything not done yet
     python -m experiments.study tasks=[classify] cells=[gru] sizes=[1x32] dry_run=true
 
-The plan lives in conf/study.yaml (which runs, their time budgets, threads); how each run trains
-is its recipe (conf/recipe); what each step does: :mod:`seqrnn.sweeps.study`.
+The plan lives in conf/study.yaml (which runs, their time budgets, threads, how many at a
+time); how each run trains is its recipe (conf/recipe); what each step does:
+:mod:`seqrnn.sweeps.study`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def run(cfg: DictConfig) -> None:
     for key in ("train", "studies", "dry_run"):
         require_bool(key, cfg[key])
     require_int("threads", cfg.threads, 1)
+    require_int("workers", cfg.workers, 1)
     run_study(
         StudyPlan(
             tasks=list(cfg.tasks),
@@ -43,6 +45,7 @@ def run(cfg: DictConfig) -> None:
             pretrained=Path(cfg.pretrained),
             predictor=cfg.predictor,
             threads=cfg.threads,
+            workers=cfg.workers,
             train=cfg.train,
             studies=cfg.studies,
             dry_run=cfg.dry_run,

@@ -53,6 +53,16 @@ BAD = [
     ("study", ["dry_run=maybe"], "dry_run='maybe' is not allowed; it must be true or false"),
     ("study", ["dry_run=true", "cells=[foo]"], "cells=['foo']: foo is not a known cell"),
     ("study", ["dry_run=true", "sizes=[9x9]"], "sizes=['9x9']: 9x9 is not a known size"),
+    (
+        "study",
+        ["dry_run=true", "workers=0"],
+        "workers=0 is not allowed; it must be an integer >= 1",
+    ),
+    (
+        "study",
+        ["dry_run=true", "budgets.classify={{1x32: 1h}}"],  # {{ }}: the rows go through format
+        "budgets.classify.1x32='1h' is not allowed; give days:hours:minutes:seconds",
+    ),
     ("gpu_check", ["--device=tpu"], "--device tpu is not a device seqrnn checks"),
 ]
 

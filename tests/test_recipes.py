@@ -93,24 +93,24 @@ def test_the_study_runs_the_plain_command_plus_budget_threads_and_paths(tmp_path
         docs=tmp_path / "docs",
         pretrained=tmp_path / "pretrained",
     )
-    groups = training_steps(plan)
-    assert [[c[1:4] for c, _ in group] for group in groups] == [
-        [[f"task={t}", f"cell={c}", f"size={s}"] for c in ("gru", "lstm")]
+    steps = training_steps(plan)
+    assert [c[1:4] for c, _ in steps] == [  # the longest budgets first
+        [f"task={t}", f"cell={c}", f"size={s}"]
+        for s in ("1x128", "1x32")
         for t in ("classify", "predict")
-        for s in ("1x32", "1x128")
+        for c in ("gru", "lstm")
     ]
-    for group in groups:
-        for command, made in group:
-            plain, rest = command[:4], command[4:]
-            assert plain[0] == "experiments.train"
-            keys = sorted(token.split("=", 1)[0] for token in rest)
-            assert keys == [
-                "callbacks.timer.duration",
-                "hydra.run.dir",
-                "threads",
-                "trainer.enable_progress_bar",
-            ]
-            # the budget, threads and progress display change nothing a recipe decides
-            budgeted = compose_train([*plain[1:], *rest[:2], rest[3]])
-            assert recipe_of(budgeted) == recipe_of(compose_train(plain[1:]))
-            assert made and made[0].parent.name == "-".join(t.split("=")[1] for t in plain[1:])
+    for command, made in steps:
+        plain, rest = command[:4], command[4:]
+        assert plain[0] == "experiments.train"
+        keys = sorted(token.split("=", 1)[0] for token in rest)
+        assert keys == [
+            "callbacks.timer.duration",
+            "hydra.run.dir",
+            "threads",
+            "trainer.enable_progress_bar",
+        ]
+        # the budget, threads and progress display change nothing a recipe decides
+        budgeted = compose_train([*plain[1:], *rest[:2], rest[3]])
+        assert recipe_of(budgeted) == recipe_of(compose_train(plain[1:]))
+        assert made and made[0].parent.name == "-".join(t.split("=")[1] for t in plain[1:])

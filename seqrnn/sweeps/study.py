@@ -12,9 +12,11 @@ plus only its time budget, its threads, its run dir and a progress display for l
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +39,8 @@ Step = tuple[list[str], list[Path]]
 class StudyPlan:
     """What ``experiments.study`` does, as plain values (``conf/study.yaml`` documents each).
 
-    ``budgets[task][size]`` is a run's training time ("DD:HH:MM:SS"); the cells of a size train
-    side by side, ``threads`` each.
+    ``budgets[task][size]`` is a run's training time ("DD:HH:MM:SS"); ``workers`` runs train at
+    a time, ``threads`` each, the longest budgets first.
     """
 
     tasks: Sequence[str]
@@ -50,6 +52,7 @@ class StudyPlan:
     pretrained: Path
     predictor: str = "predict-gru-1x128"
     threads: int = 1
+    workers: int = 2
     train: bool = True
     studies: bool = True
     dry_run: bool = False
@@ -73,31 +76,77 @@ def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]
             f"sizes: {size!r} has no time budget for task {task} in budgets.{task}; "
             f"sizes with one: {known}"
         )
+    budget = str(plan.budgets[task][size])
+    if not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", budget):
+        raise ConfigError(
+            f"budgets.{task}.{size}={budget!r} is not allowed; give days:hours:minutes:seconds, "
+            "e.g. 00:01:30:00"
+        )
     return [
         "experiments.train",
         f"task={task}",
         f"cell={cell}",
         f"size={size}",
-        f"callbacks.timer.duration={plan.budgets[task][size]}",
+        f"callbacks.timer.duration={budget}",
         f"threads={plan.threads}",
         f"hydra.run.dir={plan.run_dir(task, cell, size)}",
         "trainer.enable_progress_bar=false",
     ]
 
 
-def training_steps(plan: StudyPlan) -> list[list[Step]]:
-    """Groups of training steps, one group per task and size, in the plan's order; the runs of
-    a group (its cells) train side by side."""
-    groups = []
+def budget_seconds(budget: str) -> int:
+    """``"DD:HH:MM:SS"`` (Lightning's Timer format, checked by :func:`train_command`) in
+    seconds."""
+    days, hours, minutes, seconds = map(int, budget.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def training_steps(plan: StudyPlan) -> list[Step]:
+    """Every run of the plan, longest budget first (the plan's order among equal budgets).
+
+    Longest first because ``workers`` runs share the machine as a queue: the long runs start
+    at once and the short ones fill the gaps, instead of a short run's worker idling until the
+    long run beside it ends (the grids' wall time, docs/sweeps.md).
+    """
+    steps = []
     for task in plan.tasks:
         for size in plan.sizes:
-            group = []
             for cell in plan.cells:
+                command = train_command(plan, task, cell, size)
                 made = plan.run_dir(task, cell, size) / RESULTS_FILE
                 done = [] if plan.finished(task, cell, size) else [made]
-                group.append((train_command(plan, task, cell, size), done))
-            groups.append(group)
-    return groups
+                steps.append((budget_seconds(plan.budgets[task][size]), (command, done)))
+    # sorted() is stable: equal budgets keep the plan's order
+    return [step for _, step in sorted(steps, key=lambda item: -item[0])]
+
+
+def queue_hours(seconds: Sequence[float], workers: int) -> float:
+    """Wall hours of runs taking ``seconds`` each, in this order, ``workers`` at a time: each
+    starts on the worker that is free first (as :meth:`Runner.queue` runs them)."""
+    free = [0.0] * workers
+    for took in seconds:
+        free[free.index(min(free))] += took
+    return max(free) / 3600
+
+
+def wall_time_line(plan: StudyPlan) -> str:
+    """The plan's training wall time, each run at its shipped run's ``wall_seconds`` (its budget
+    when none is shipped), for both grids in one queue and for each grid alone."""
+    times = {}
+    for command, _ in training_steps(plan):
+        task, cell, size = (word.split("=", 1)[1] for word in command[1:4])
+        shipped = plan.docs / task / run_name(task, cell, size) / RESULTS_FILE
+        took = json.loads(shipped.read_text()).get("wall_seconds") if shipped.is_file() else None
+        times[task, cell, size] = took or budget_seconds(plan.budgets[task][size])
+    parts = [f"{queue_hours(list(times.values()), plan.workers):.1f} h in one queue"]
+    if len(plan.tasks) > 1:
+        for task in plan.tasks:
+            alone = [took for key, took in times.items() if key[0] == task]
+            parts.append(f"{task} alone {queue_hours(alone, plan.workers):.1f} h")
+    return (
+        f"training at the shipped runs' times, {plan.workers} at a time: {', '.join(parts)} "
+        f"({sum(times.values()) / 3600:.1f} one-worker hours)"
+    )
 
 
 def best_classifier(docs: Path) -> str | None:
@@ -158,23 +207,41 @@ class Runner:
         if not self.plan.dry_run:
             subprocess.run([*self.plan.python, *command], check=True)
 
-    def together(self, group: list[Step]) -> None:
-        """Run the steps of ``group`` side by side (each as :meth:`one` would), and wait."""
-        if len(group) == 1:
-            self.one(*group[0])
-            return
-        running = []
-        for command, made in group:
+    def queue(self, steps: list[Step], workers: int) -> None:
+        """Run ``steps`` (each as :meth:`one` would), ``workers`` at a time in the given order:
+        the next starts when one ends. After a failure none starts; the running ones finish
+        (their work is kept) before the error is raised."""
+        running: list[tuple[list[str], subprocess.Popen]] = []
+        failed = None
+        for command, made in steps:
             shown = " ".join(command)
-            if all(path.is_file() for path in made):
+            if made is not None and all(path.is_file() for path in made):
                 print(f"done before: {shown}", flush=True)
                 continue
+            while len(running) >= workers and failed is None:
+                failed = self._wait_for_one(running)
+            if failed is not None:
+                break
             print(f"$ python -m {shown} &", flush=True)
             if not self.plan.dry_run:
                 running.append((command, subprocess.Popen([*self.plan.python, *command])))
-        for command, process in running:
-            if process.wait() != 0:
-                raise subprocess.CalledProcessError(process.returncode, command)
+        while running:
+            failed = self._wait_for_one(running) or failed
+        if failed is not None:
+            raise failed
+
+    @staticmethod
+    def _wait_for_one(running: list[tuple[list[str], subprocess.Popen]]):
+        """Wait until one of ``running`` ends and remove it; its error, if it failed."""
+        while True:
+            for item in running:
+                command, process = item
+                if process.poll() is not None:
+                    running.remove(item)
+                    if process.returncode != 0:
+                        return subprocess.CalledProcessError(process.returncode, command)
+                    return None
+            time.sleep(0.5)
 
 
 def ship(plan: StudyPlan, runner: Runner) -> list[str]:
@@ -233,8 +300,10 @@ def write_results(docs: Path) -> Path:
 def run_study(plan: StudyPlan) -> None:
     """Train what is left, ship what finished, report from what is shipped, then the studies."""
     runner = Runner(plan)
-    for group in training_steps(plan) if plan.train else []:
-        runner.together(group)
+    if plan.train and plan.dry_run:
+        print(wall_time_line(plan), flush=True)
+    if plan.train:
+        runner.queue(training_steps(plan), plan.workers)
     shipped = ship(plan, runner)
     print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
     # From what is shipped, not from the run dirs: on a machine that has not trained them all
