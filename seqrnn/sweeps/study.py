@@ -68,8 +68,8 @@ class StudyPlan:
         return any((root / task / name / RESULTS_FILE).is_file() for root in (self.out, self.docs))
 
 
-def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]:
-    """The plain command of one run, plus its budget, threads, run dir and plain-line logs."""
+def run_budget(plan: StudyPlan, task: str, size: str) -> str:
+    """The training time budget of ``task``'s runs of ``size``, "DD:HH:MM:SS"."""
     if size not in plan.budgets.get(task, {}):
         known = ", ".join(plan.budgets.get(task, {})) or "none"
         raise ConfigError(
@@ -82,12 +82,17 @@ def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]
             f"budgets.{task}.{size}={budget!r} is not allowed; give days:hours:minutes:seconds, "
             "e.g. 00:01:30:00"
         )
+    return budget
+
+
+def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]:
+    """The plain command of one run, plus its budget, threads, run dir and plain-line logs."""
     return [
         "experiments.train",
         f"task={task}",
         f"cell={cell}",
         f"size={size}",
-        f"callbacks.timer.duration={budget}",
+        f"callbacks.timer.duration={run_budget(plan, task, size)}",
         f"threads={plan.threads}",
         f"hydra.run.dir={plan.run_dir(task, cell, size)}",
         "trainer.enable_progress_bar=false",
@@ -95,29 +100,32 @@ def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]
 
 
 def budget_seconds(budget: str) -> int:
-    """``"DD:HH:MM:SS"`` (Lightning's Timer format, checked by :func:`train_command`) in
-    seconds."""
+    """``"DD:HH:MM:SS"`` (Lightning's Timer format, checked by :func:`run_budget`) in seconds."""
     days, hours, minutes, seconds = map(int, budget.split(":"))
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-def training_steps(plan: StudyPlan) -> list[Step]:
-    """Every run of the plan, longest budget first (the plan's order among equal budgets).
+def queued_runs(plan: StudyPlan) -> list[tuple[str, str, str]]:
+    """``(task, cell, size)`` of every run of the plan, longest budget first (the plan's order
+    among equal budgets).
 
     Longest first because ``workers`` runs share the machine as a queue: the long runs start
     at once and the short ones fill the gaps, instead of a short run's worker idling until the
     long run beside it ends (the grids' wall time, docs/sweeps.md).
     """
-    steps = []
-    for task in plan.tasks:
-        for size in plan.sizes:
-            for cell in plan.cells:
-                command = train_command(plan, task, cell, size)
-                made = plan.run_dir(task, cell, size) / RESULTS_FILE
-                done = [] if plan.finished(task, cell, size) else [made]
-                steps.append((budget_seconds(plan.budgets[task][size]), (command, done)))
+    runs = [(task, cell, size) for task in plan.tasks for size in plan.sizes for cell in plan.cells]
     # sorted() is stable: equal budgets keep the plan's order
-    return [step for _, step in sorted(steps, key=lambda item: -item[0])]
+    return sorted(runs, key=lambda run: -budget_seconds(run_budget(plan, run[0], run[2])))
+
+
+def training_steps(plan: StudyPlan) -> list[Step]:
+    """The training step of every run, in the queue's order (:func:`queued_runs`)."""
+    steps = []
+    for task, cell, size in queued_runs(plan):
+        made = plan.run_dir(task, cell, size) / RESULTS_FILE
+        done = [] if plan.finished(task, cell, size) else [made]
+        steps.append((train_command(plan, task, cell, size), done))
+    return steps
 
 
 def queue_hours(seconds: Sequence[float], workers: int) -> float:
@@ -133,8 +141,7 @@ def wall_time_line(plan: StudyPlan) -> str:
     """The plan's training wall time, each run at its shipped run's ``wall_seconds`` (its budget
     when none is shipped), for both grids in one queue and for each grid alone."""
     times = {}
-    for command, _ in training_steps(plan):
-        task, cell, size = (word.split("=", 1)[1] for word in command[1:4])
+    for task, cell, size in queued_runs(plan):
         shipped = plan.docs / task / run_name(task, cell, size) / RESULTS_FILE
         took = json.loads(shipped.read_text()).get("wall_seconds") if shipped.is_file() else None
         times[task, cell, size] = took or budget_seconds(plan.budgets[task][size])
@@ -226,7 +233,8 @@ class Runner:
             if not self.plan.dry_run:
                 running.append((command, subprocess.Popen([*self.plan.python, *command])))
         while running:
-            failed = self._wait_for_one(running) or failed
+            error = self._wait_for_one(running)
+            failed = failed or error  # the first failure is the one raised
         if failed is not None:
             raise failed
 
