@@ -11,13 +11,14 @@ import logging
 import time
 
 from experiments._cli import quiet_lightning
-from seqrnn.bench import common, inpainting, sampling, stack_backends, train_throughput
+from seqrnn.bench import common, cores, inpainting, sampling, stack_backends, train_throughput
 
 BENCHMARKS = {
     "stack_backends": stack_backends,
     "train_throughput": train_throughput,
     "sampling": sampling,
     "inpainting": inpainting,
+    "cores": cores,
 }
 
 

@@ -131,3 +131,38 @@ def test_stack_backends_interleaves_the_variants_round_by_round():
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
     one_round = [("torch", False), ("a", False), ("b", True)]  # warm-up, then three rounds
     assert calls == one_round * 4
+
+
+def test_cores_alternates_the_two_ways_and_reports_their_medians(monkeypatch):
+    from seqrnn.bench import cores
+
+    calls = []
+    # total seq/s: one run on 2 threads 100, 300, 200; two runs of 1 thread 150, 150, 600
+    measured = iter([100.0, 150.0, 300.0, 150.0, 200.0, 600.0])
+
+    def measure(processes, threads, cell, size, batch, repeats):
+        calls.append((processes, threads))
+        return next(measured)
+
+    monkeypatch.setattr(cores, "_measure", measure)
+    alone, pair = cores.split("gru", "1x8", batch=4, rounds=3, repeats=1)
+    assert calls == [(1, 2), (2, 1)] * 3  # interleaved, round by round
+    assert (alone["seq_s"], pair["seq_s"]) == (200.0, 150.0)
+    assert (alone["vs_one_run"], pair["vs_one_run"]) == (1.0, 0.75)
+
+
+def test_cores_times_two_real_processes_together():
+    from seqrnn.bench import cores
+
+    total = cores._measure(2, 1, "gru", "1x8", batch=4, repeats=1)
+    assert total > 0
+
+
+def test_cores_gemm_errors_are_those_of_each_precision():
+    from seqrnn.bench import cores
+
+    fp32, bf16 = cores.gemm(batch=8, units=16, gates=3, repeats=1)
+    assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16")
+    assert fp32["rel_error"] < 1e-6  # float32's 24-bit mantissa
+    assert 1e-4 < bf16["rel_error"] < 2e-2  # bfloat16's 8 bits: about 2^-9 a product
+    assert fp32["gflops"] > 0 and bf16["gflops"] > 0

@@ -1,0 +1,142 @@
+"""How to spend two CPU cores, and what bfloat16 recurrent weights would buy (CPU only).
+
+- ``split``: sequences per second of the recurrent stack's forward + backward (the classifier's
+  use, as in :mod:`seqrnn.bench.stack_backends`, on the backend a CPU run uses) for a cell and
+  size at a batch size: one process on both cores (2 threads) against two processes of one
+  thread each, started together (their sum). The study trains two one-core runs side by side;
+  this says whether one run at a time on both cores would finish the grid sooner. The two ways
+  alternate, ``rounds`` times, each in fresh processes; the medians are reported.
+- ``gemm``: the step's recurrent GEMM ``[B, H] x [H, G H]`` (G = 3 gates for a GRU), one
+  thread, in float32 and in bfloat16 (which this machine's AVX-512-BF16 could run natively):
+  GFLOP/s, and each product's relative error against float64 (the accuracy bf16 weights cost
+  in one step, before 784 steps compound it).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import statistics
+import time
+from typing import Any
+
+import torch
+
+QUICK = {"size": "1x8", "batch": 4, "rounds": 1, "repeats": 1, "gemm_repeats": 3}
+
+
+def _stack_seq_s(cell: str, size: str, batch: int, repeats: int, threads: int, barrier, results):
+    """One process's sequences per second (median of ``repeats`` batches), put on ``results``
+    after every process of the measurement passed ``barrier`` (they time together)."""
+    from torch import nn
+
+    from seqrnn.bench.stack_backends import seconds_per_batch
+    from seqrnn.bench.train_throughput import parse_size
+    from seqrnn.nn import RecurrentStack
+
+    torch.set_num_threads(threads)
+    layers, units = parse_size(size)
+    torch.manual_seed(0)
+    stack = RecurrentStack(cell, units, units, layers)  # backend auto: fused on a CPU
+    proj = nn.Linear(1, units)
+    seconds_per_batch([(stack, None)], proj, batch, 1)  # builds the kernel and warms up
+    barrier.wait()
+    (seconds,) = seconds_per_batch([(stack, None)], proj, batch, repeats)
+    results.put(batch / seconds)
+
+
+def _measure(processes: int, threads: int, cell: str, size: str, batch: int, repeats: int):
+    """Total sequences per second of ``processes`` processes of ``threads`` threads each."""
+    ctx = mp.get_context("spawn")  # fresh processes: no thread pool or fork state inherited
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    args = (cell, size, batch, repeats, threads, barrier, results)
+    workers = [ctx.Process(target=_stack_seq_s, args=args) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    total = sum(results.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join()
+        if worker.exitcode != 0:
+            raise RuntimeError(f"a benchmark process ended with exit code {worker.exitcode}")
+    return total
+
+
+def split(cell: str, size: str, batch: int, rounds: int, repeats: int) -> list[dict[str, Any]]:
+    ways = {"one run, 2 threads": (1, 2), "two runs, 1 thread each": (2, 1)}
+    seq_s: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(rounds):
+        for way, (processes, threads) in ways.items():
+            seq_s[way].append(_measure(processes, threads, cell, size, batch, repeats))
+    alone = statistics.median(seq_s["one run, 2 threads"])
+    rows = []
+    for way, measured in seq_s.items():
+        total = statistics.median(measured)
+        rows.append(
+            {
+                "measure": "split",
+                "cell": cell,
+                "size": size,
+                "batch": batch,
+                "way": way,
+                "seq_s": round(total, 1),
+                "vs_one_run": round(total / alone, 2),
+            }
+        )
+        print(f"{cell}-{size} b{batch}, {way}: {total:.0f} seq/s in all", flush=True)
+    return rows
+
+
+def gemm(batch: int, units: int, gates: int, repeats: int) -> list[dict[str, Any]]:
+    torch.manual_seed(0)
+    h = torch.randn(batch, units, dtype=torch.float64)
+    w = torch.randn(units, gates * units, dtype=torch.float64) / units**0.5
+    exact = h @ w
+    rows = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b = h.to(dtype), w.to(dtype)
+            out = a @ b
+            steps = 784
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    torch.mm(a, b, out=out)
+                times.append((time.perf_counter() - start) / steps)
+            gflops = 2 * batch * units * gates * units / statistics.median(times) / 1e9
+            error = ((out.double() - exact).norm() / exact.norm()).item()
+            rows.append(
+                {
+                    "measure": "gemm",
+                    "shape": f"[{batch}, {units}] x [{units}, {gates * units}]",
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "gflops": round(gflops, 1),
+                    "rel_error": float(f"{error:.2g}"),
+                }
+            )
+            shown = rows[-1]["dtype"]
+            print(f"step GEMM {shown}: {gflops:.1f} GFLOP/s, relative error {error:.1e}")
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def run(
+    cell: str = "gru",
+    size: str = "1x128",
+    batch: int = 128,
+    rounds: int = 3,
+    repeats: int = 3,
+    gemm_repeats: int = 5,
+) -> dict[str, Any]:
+    from seqrnn.bench.common import device
+    from seqrnn.bench.train_throughput import parse_size
+
+    if device().type != "cpu":
+        print("cores: a CPU question; nothing measured on a machine with a GPU", flush=True)
+        return {"cell": cell, "size": size, "batch": batch, "rows": []}
+    rows = split(cell, size, batch, rounds, repeats)
+    _, units = parse_size(size)
+    rows += gemm(batch, units, 3 if cell == "gru" else 4, gemm_repeats)
+    return {"cell": cell, "size": size, "batch": batch, "rounds": rounds, "rows": rows}
