@@ -222,7 +222,7 @@ class Runner:
         failed = None
         for command, made in steps:
             shown = " ".join(command)
-            if made is not None and all(path.is_file() for path in made):
+            if all(path.is_file() for path in made):
                 print(f"done before: {shown}", flush=True)
                 continue
             while len(running) >= workers and failed is None:
