@@ -158,6 +158,13 @@ def test_cores_times_two_real_processes_together():
     assert total > 0
 
 
+def test_cores_a_process_that_dies_is_an_error_not_a_wait_at_the_barrier():
+    from seqrnn.bench import cores
+
+    with pytest.raises(RuntimeError, match="a benchmark process ended with exit code 1"):
+        cores._measure(2, 1, "gru", "0x8", batch=4, repeats=1)  # no layers: both fail
+
+
 def test_cores_gemm_errors_are_those_of_each_precision():
     from seqrnn.bench import cores
 

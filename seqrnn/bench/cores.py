@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import statistics
 import time
 from typing import Any
@@ -52,12 +53,22 @@ def _measure(processes: int, threads: int, cell: str, size: str, batch: int, rep
     workers = [ctx.Process(target=_stack_seq_s, args=args) for _ in range(processes)]
     for worker in workers:
         worker.start()
-    total = sum(results.get(timeout=600) for _ in workers)
-    for worker in workers:
-        worker.join()
-        if worker.exitcode != 0:
-            raise RuntimeError(f"a benchmark process ended with exit code {worker.exitcode}")
-    return total
+    measured: list[float] = []
+    try:
+        while len(measured) < processes:
+            try:
+                measured.append(results.get(timeout=1.0))
+            except queue.Empty:  # a process that died would leave the others at the barrier
+                failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if failed:
+                    message = f"a benchmark process ended with exit code {failed[0]}"
+                    raise RuntimeError(message) from None
+    finally:
+        for worker in workers:
+            if worker.exitcode is None and len(measured) < processes:
+                worker.terminate()
+            worker.join()
+    return sum(measured)
 
 
 def split(cell: str, size: str, batch: int, rounds: int, repeats: int) -> list[dict[str, Any]]:
