@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from seqrnn.bench.stack_backends import STEPS
+
 QUICK = {"size": "1x8", "batch": 4, "rounds": 1, "repeats": 1, "gemm_repeats": 3}
 
 
@@ -106,28 +108,27 @@ def gemm(batch: int, units: int, gates: int, repeats: int) -> list[dict[str, Any
     torch.set_num_threads(1)
     try:
         for dtype in (torch.float32, torch.bfloat16):
+            name = str(dtype).removeprefix("torch.")
             a, b = h.to(dtype), w.to(dtype)
             out = a @ b
-            steps = 784
             times = []
-            for _ in range(repeats):
+            for _ in range(repeats):  # a sequence's worth of steps a repeat
                 start = time.perf_counter()
-                for _ in range(steps):
+                for _ in range(STEPS):
                     torch.mm(a, b, out=out)
-                times.append((time.perf_counter() - start) / steps)
+                times.append((time.perf_counter() - start) / STEPS)
             gflops = 2 * batch * units * gates * units / statistics.median(times) / 1e9
             error = ((out.double() - exact).norm() / exact.norm()).item()
             rows.append(
                 {
                     "measure": "gemm",
                     "shape": f"[{batch}, {units}] x [{units}, {gates * units}]",
-                    "dtype": str(dtype).removeprefix("torch."),
+                    "dtype": name,
                     "gflops": round(gflops, 1),
                     "rel_error": float(f"{error:.2g}"),
                 }
             )
-            shown = rows[-1]["dtype"]
-            print(f"step GEMM {shown}: {gflops:.1f} GFLOP/s, relative error {error:.1e}")
+            print(f"step GEMM {name}: {gflops:.1f} GFLOP/s, relative error {error:.1e}")
     finally:
         torch.set_num_threads(threads)
     return rows
