@@ -2,7 +2,11 @@
 training, selection, fallback, and the forward without autograd."""
 
 import os
+import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -26,6 +30,25 @@ CELLS = ["gru", "lstm"]
 def test_the_fused_kernels_are_built():
     # every test below would also fail; this one says why in its name
     assert extension() is not None, "the fused kernels did not build (see the warning above)"
+
+
+def test_a_build_killed_midway_does_not_hold_up_the_next_run(tmp_path):
+    """A killed build leaves torch's lock file behind: the next process goes on (here it finds
+    the build up to date) instead of waiting for the lock at its first forward pass forever."""
+    built = Path(extension().__file__).parent
+    root = (
+        os.environ.get("TORCH_EXTENSIONS_DIR") or torch.utils.cpp_extension.get_default_build_root()
+    )
+    copy = tmp_path / built.relative_to(root)
+    shutil.copytree(built, copy, ignore=shutil.ignore_patterns("*.lock"))
+    (copy / "lock").touch()  # torch's lock, as a killed build leaves it
+    check = "from seqrnn.nn.fused import extension; print(extension().__file__)"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip()).parent == copy and not (copy / "lock").exists()
 
 
 def initial_state(cell, layers, batch, units, dtype=torch.float32):

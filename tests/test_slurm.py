@@ -1,6 +1,7 @@
 """The cluster path on a real one-node SLURM (scripts/slurm-local, which `.ci/run` starts): a
 sweep through `hydra/launcher=slurm_cpu`, and a job requeued in the middle of an epoch that goes
-on from the batch it was stopped at. Skipped without a cluster, except under CI=true."""
+on from the batch it was stopped at. Skipped without a cluster, except under CI=true; only on
+that cluster (its name is seqrnn-local), since every test ends by cancelling the queue's jobs."""
 
 import json
 import os
@@ -32,7 +33,7 @@ PAUSER = textwrap.dedent(
             if (trainer.current_epoch, batch_idx) != self.at or self.marker.exists():
                 return
             self.marker.write_text(str(trainer.global_step))
-            for _ in range(1200):
+            for _ in range(3600):  # at most 3 minutes
                 if trainer.received_sigterm:
                     return
                 time.sleep(0.05)
@@ -46,19 +47,42 @@ SETTINGS = [
 ]
 
 
+LOCAL_CLUSTER = "seqrnn-local"  # the ClusterName scripts/slurm-local writes
+
+
+def queued_jobs() -> list[str]:
+    listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+    return listed.stdout.split()
+
+
 @pytest.fixture(scope="module")
-def cluster() -> str:
+def node() -> str:
     """The local cluster's node, idle; without one a skip (a failure under CI=true)."""
     found = shutil.which("sinfo") and subprocess.run(
         ["sinfo", "-h", "-o", "%t %n"], capture_output=True, text=True, timeout=30
     )
     states = found.stdout.split() if found and found.returncode == 0 else []
-    if not states or states[0] not in ("idle", "mix"):
-        why = "no local SLURM cluster (start one as root: scripts/slurm-local)"
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True)
+    settings = dict(line.split("=", 1) for line in config.stdout.splitlines() if "=" in line)
+    name = {key.strip(): value.strip() for key, value in settings.items()}.get("ClusterName")
+    if not states or states[0] not in ("idle", "mix") or name != LOCAL_CLUSTER:
+        why = f"no local SLURM cluster {LOCAL_CLUSTER} (start one as root: scripts/slurm-local)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{why}; CI needs it")
         pytest.skip(why)
     return states[1]
+
+
+@pytest.fixture
+def cluster(node):
+    """The node, with an empty queue before and after the test: a job a failed test leaves
+    behind would hold the node's CPUs and be taken for the next test's job."""
+    for job in queued_jobs():
+        subprocess.run(["scancel", job], capture_output=True)
+    yield node
+    for job in queued_jobs():
+        subprocess.run(["scancel", job], capture_output=True)
+    wait_for(lambda: not queued_jobs(), 60, "the cancelled jobs to leave the queue")
 
 
 def wait_for(predicate, seconds: float, what: str):
@@ -92,9 +116,25 @@ def job_environment(tmp_path, **modules: str) -> dict[str, str]:
 
 def the_queued_job() -> str:
     """The id of the one job in the queue."""
-    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
-    (job,) = jobs.stdout.split()
+    (job,) = queued_jobs()
     return job
+
+
+def run_seconds(job: str) -> int:
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
+    (field,) = [word for word in shown.stdout.split() if word.startswith("RunTime=")]
+    days, _, clock = field.removeprefix("RunTime=").rpartition("-")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def bring_the_time_limit_near(job: str) -> None:
+    """Cut a running job's time limit to end 1-2 minutes from now. SLURM sends the warning
+    (--signal=...@40) up to a minute before it is due, so a 1-minute limit given at submission
+    could warn a job before it had started training; cut once the job waits at its pause, the
+    warning comes while it waits there, on a machine of any speed."""
+    minutes = run_seconds(job) // 60 + 2
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}"], check=True)
 
 
 def test_a_sweep_through_the_slurm_launcher_completes_and_reports(cluster, tiny_mnist, tmp_path):
@@ -158,9 +198,11 @@ def submit_paused_job(tiny_mnist, tmp_path, *sbatch_options: str) -> tuple[str, 
 
 
 def start_when_requeued(job: str) -> None:
-    """SLURM holds a requeued job for two minutes; let it start as soon as it is pending."""
-    wait_for(lambda: job_state(job) == "PENDING", 90, "the job to be requeued")
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    """SLURM holds a requeued job for two minutes; let it start as soon as it is pending, with
+    time enough to finish (a limit cut by bring_the_time_limit_near would warn it again)."""
+    wait_for(lambda: job_state(job) == "PENDING", 180, "the job to be requeued")
+    update = ["scontrol", "update", f"JobId={job}", "TimeLimit=10"]
+    subprocess.run([*update, "StartTime=now"], check=True)
 
 
 def assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path):
@@ -177,13 +219,10 @@ def assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path):
 
 def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_mnist, tmp_path):
     job, files = submit_paused_job(tiny_mnist, tmp_path)
-    try:
-        wait_for(files["marker"].exists, 120, "the job to reach epoch 1, batch 3")
-        subprocess.run(["scontrol", "requeue", job], check=True)  # as a preemption does
-        start_when_requeued(job)
-        wait_for((files["run"] / "results.json").exists, 300, "the requeued job to finish")
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
+    wait_for(files["marker"].exists, 120, "the job to reach epoch 1, batch 3")
+    subprocess.run(["scontrol", "requeue", job], check=True)  # as a preemption does
+    start_when_requeued(job)
+    wait_for((files["run"] / "results.json").exists, 300, "the requeued job to finish")
     log = files["log"].read_text()
     stopped_at = int(files["marker"].read_text())  # the step the pause (and the signal) came at
     assert f"stopped by SIGTERM at epoch 1, step {stopped_at}" in log, log[-3000:]
@@ -193,14 +232,13 @@ def test_a_requeued_job_goes_on_from_the_batch_it_was_stopped_at(cluster, tiny_m
 
 
 def test_a_time_limit_saves_requeues_and_goes_on(cluster, tiny_mnist, tmp_path):
-    # a 1-minute limit, warned 40 s before: the first segment is stopped at the pause
-    job, files = submit_paused_job(tiny_mnist, tmp_path, "--time=1", "--signal=B:USR2@40")
-    try:
-        wait_for(files["marker"].exists, 120, "the job to reach epoch 1, batch 3")
-        start_when_requeued(job)  # the job requeues itself at the warning
-        wait_for((files["run"] / "results.json").exists, 300, "the requeued job to finish")
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
+    # warned 40 s before its limit, which is cut to 1-2 minutes from the pause: the first
+    # segment is stopped there
+    job, files = submit_paused_job(tiny_mnist, tmp_path, "--time=10", "--signal=B:USR2@40")
+    wait_for(files["marker"].exists, 120, "the job to reach epoch 1, batch 3")
+    bring_the_time_limit_near(job)
+    start_when_requeued(job)  # the job requeues itself at the warning
+    wait_for((files["run"] / "results.json").exists, 300, "the requeued job to finish")
     log = files["log"].read_text()
     stopped_at = int(files["marker"].read_text())
     assert f"time limit near at epoch 1, step {stopped_at}" in log, log[-3000:]
@@ -224,7 +262,7 @@ def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
             "experiments.train",
             "-m",
             "hydra/launcher=slurm_cpu",
-            "hydra.launcher.timeout_min=1",
+            "hydra.launcher.timeout_min=10",  # cut to 1-2 minutes from the pause
             "hydra.launcher.signal_delay_s=40",
             "hydra.launcher.mem_gb=2",
             *tiny_overrides(tiny_mnist),
@@ -244,11 +282,11 @@ def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
     try:
         wait_for(marker.exists, 120, "the job to reach epoch 1, batch 3")
         job = the_queued_job()
+        bring_the_time_limit_near(job)
         start_when_requeued(job)
         output, _ = driver.communicate(timeout=300)
     finally:
         driver.kill()
-        subprocess.run(["scancel", job], capture_output=True)
     assert driver.returncode == 0, output[-3000:]
     results = json.loads((sweep / "classify-gru-1x32_0" / "results.json").read_text())
     assert results["status"] == "completed" and results["epochs"] == 2
@@ -302,10 +340,7 @@ def test_ddp_under_srun_with_the_default_run_dir_writes_one_run_named_after_the_
         check=True,
     )
     job = submitted.stdout.strip().split(";")[0]
-    try:
-        wait_for(lambda: job_state(job) in ("COMPLETED", "FAILED", "GONE"), 300, "the job")
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
+    wait_for(lambda: job_state(job) in ("COMPLETED", "FAILED", "GONE"), 300, "the job")
     log = (tmp_path / "job.out").read_text()
     runs = list((tmp_path / "outputs" / "classify" / "gru-1x32").iterdir())
     assert [run.name for run in runs] == [f"slurm-{job}.0"], log[-3000:]

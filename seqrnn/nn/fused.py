@@ -22,7 +22,9 @@ callers then use the torch modules.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,14 +63,17 @@ def _build() -> ModuleType | None:
 
     capability = torch.backends.cpu.get_cpu_capability()
     arch = _ARCH_FLAGS.get(capability, [])
+    name = f"seqrnn_fused_rnn_{capability.lower()}"
     try:
-        module = cpp_extension.load(
-            name=f"seqrnn_fused_rnn_{capability.lower()}",
-            sources=[str(SOURCE)],
-            # -ffast-math + -fopenmp-simd let the gate loops call glibc's vector exp and tanh.
-            extra_cflags=["-O3", "-ffast-math", "-fopenmp-simd", *arch],
-            verbose=os.environ.get("SEQRNN_VERBOSE_BUILD") == "1",
-        )
+        with _build_lock(name) as build_directory:
+            module = cpp_extension.load(
+                name=name,
+                sources=[str(SOURCE)],
+                # -ffast-math + -fopenmp-simd let the gate loops call glibc's vector exp, tanh.
+                extra_cflags=["-O3", "-ffast-math", "-fopenmp-simd", *arch],
+                build_directory=str(build_directory),
+                verbose=os.environ.get("SEQRNN_VERBOSE_BUILD") == "1",
+            )
     except Exception as err:  # noqa: BLE001 - any build failure means: use the torch modules
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         warnings.warn(
@@ -82,6 +87,29 @@ def _build() -> ModuleType | None:
         )
         return None
     return module
+
+
+@contextmanager
+def _build_lock(name: str) -> Iterator[Path]:
+    """The build's folder, held by this process alone: ``<root>/py<X.Y>-torch<version>/<name>``
+    under torch's extensions root (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``),
+    one per Python and torch, whose binary interfaces the build is tied to.
+
+    torch's own build lock is a file that only the process that made it removes: a build killed
+    midway (a SLURM time limit, ``scancel``, SIGTERM before training starts) leaves it behind,
+    and every later run waits for it at its first forward pass, silently and forever. This lock
+    is an ``flock``, which the system drops when its process dies; whoever holds it is the only
+    one building, so a torch lock found then is a dead build's, and goes."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    python = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    folder = Path(root) / f"{python}-torch{torch.__version__}" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "seqrnn.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released on close, or by the system at death
+        (folder / "lock").unlink(missing_ok=True)  # torch's, left by a killed build
+        yield folder
 
 
 def _agrees_with_torch(module: ModuleType) -> bool:
