@@ -173,3 +173,31 @@ def test_cores_gemm_errors_are_those_of_each_precision():
     assert fp32["rel_error"] < 1e-6  # float32's 24-bit mantissa
     assert 1e-4 < bf16["rel_error"] < 2e-2  # bfloat16's 8 bits: about 2^-9 a product
     assert fp32["gflops"] > 0 and bf16["gflops"] > 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cores_precision_runs_the_classifier_as_it_runs_itself_then_in_bfloat16(cell):
+    from seqrnn.bench import cores
+    from seqrnn.models import SequenceClassifier
+    from seqrnn.nn.reference import exact_product
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(cell=cell, units=16, layers=2).eval()
+    x = torch.randint(0, 2, (6, 30, 1)).float()
+    with torch.no_grad():
+        own = model(x)
+        exact = cores.classify_with_products(model, x, exact_product)
+        rounded = cores.classify_with_products(model, x, cores.bfloat16_product)
+    torch.testing.assert_close(exact, own, atol=1e-5, rtol=0)
+    # bfloat16's 8-bit mantissa moves the logits, a little
+    assert 1e-5 < (rounded - exact).abs().max() < 0.1
+
+
+def test_cores_bfloat16_product_is_the_exact_product_of_the_rounded_factors():
+    from seqrnn.bench import cores
+
+    torch.manual_seed(0)
+    h, w = torch.randn(5, 8), torch.randn(24, 8)
+    rounded = h.bfloat16().double() @ w.bfloat16().double().T  # brute force, float64
+    torch.testing.assert_close(cores.bfloat16_product(h, w).double(), rounded, atol=1e-5, rtol=0)
+    assert (cores.bfloat16_product(h, w) - h @ w.T).abs().max() > 1e-4  # not float32's

@@ -10,6 +10,11 @@
   thread, in float32 and in bfloat16 (which this machine's AVX-512-BF16 could run natively):
   GFLOP/s, and each product's relative error against float64 (the accuracy bf16 weights cost
   in one step, before 784 steps compound it).
+- ``precision``: what 784 steps compound it to. A shipped classifier (``ckpt``) on the first
+  ``images`` test images, its recurrent products ``h W_hh^T`` computed as a bfloat16 GEMM with
+  float32 accumulation would (both factors rounded to bfloat16; state, gates and input
+  projection stay float32), against the same steps in float32: test accuracy, and how many
+  answers change. Evaluation only; what training in bfloat16 would cost is not measured.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from seqrnn.bench.stack_backends import STEPS
 
-QUICK = {"size": "1x8", "batch": 4, "rounds": 1, "repeats": 1, "gemm_repeats": 3}
+QUICK = {"size": "1x8", "batch": 4, "rounds": 1, "repeats": 1, "gemm_repeats": 3, "images": 0}
 
 
 def _stack_seq_s(cell: str, size: str, batch: int, repeats: int, threads: int, barrier, results):
@@ -134,6 +139,56 @@ def gemm(batch: int, units: int, gates: int, repeats: int) -> list[dict[str, Any
     return rows
 
 
+def bfloat16_product(h: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
+    """``h W_hh^T`` as a bfloat16 GEMM accumulating in float32 computes it: both factors rounded
+    to bfloat16, whose products float32 holds exactly, summed in float32."""
+    return h.bfloat16().float() @ weight_hh.bfloat16().float().T
+
+
+def classify_with_products(model, x: torch.Tensor, product) -> torch.Tensor:
+    """Classifier ``model``'s logits ``[B, classes]`` for ``x [B, T, F]``, its stack run step by
+    step by the reference cells with recurrent products ``product``."""
+    from seqrnn.nn.reference import reference_forward
+
+    _, state, _ = reference_forward(model.stack, model.input_proj(x), product=product)
+    return model.head(model.stack.top_output(state))
+
+
+def precision(ckpt: str, images: int, batch: int = 250) -> list[dict[str, Any]]:
+    from seqrnn.data import MNISTSequenceDataModule
+    from seqrnn.nn.reference import exact_product
+    from seqrnn.training.checkpoints import load_trained
+
+    model, _, trained_on = load_trained(ckpt, ("classify",), "the cores benchmark", "cpu")
+    settings = {key: trained_on[key] for key in ("order", "threshold", "val_size")}
+    datamodule = MNISTSequenceDataModule(**settings)
+    datamodule.setup()
+    x, labels = (part[:images] for part in datamodule.splits["test"])
+    answers = {}
+    with torch.inference_mode():
+        for name, product in (("float32", exact_product), ("bfloat16", bfloat16_product)):
+            started = time.perf_counter()
+            chunks = [
+                classify_with_products(model, part.float(), product) for part in x.split(batch)
+            ]
+            answers[name] = torch.cat(chunks).argmax(-1)
+            seconds = time.perf_counter() - started
+            accuracy = (answers[name] == labels).float().mean().item()
+            print(f"{ckpt}, products in {name}: test accuracy {accuracy:.4f} ({seconds:.0f} s)")
+    changed = int((answers["bfloat16"] != answers["float32"]).sum())
+    return [
+        {
+            "measure": "precision",
+            "model": ckpt,
+            "images": len(labels),
+            "products": name,
+            "test_acc": round((predicted == labels).float().mean().item(), 4),
+            "answers_changed": 0 if name == "float32" else changed,
+        }
+        for name, predicted in answers.items()
+    ]
+
+
 def run(
     cell: str = "gru",
     size: str = "1x128",
@@ -141,7 +196,10 @@ def run(
     rounds: int = 3,
     repeats: int = 3,
     gemm_repeats: int = 5,
+    ckpt: str = "pretrained:classify-gru-1x128",
+    images: int = 10000,
 ) -> dict[str, Any]:
+    """The three measures above; ``images=0``: no ``precision`` (it needs real MNIST)."""
     from seqrnn.bench.common import device
     from seqrnn.bench.train_throughput import parse_size
 
@@ -151,4 +209,6 @@ def run(
     rows = split(cell, size, batch, rounds, repeats)
     _, units = parse_size(size)
     rows += gemm(batch, units, 3 if cell == "gru" else 4, gemm_repeats)
+    if images:
+        rows += precision(ckpt, images)
     return {"cell": cell, "size": size, "batch": batch, "rounds": rounds, "rows": rows}

@@ -24,10 +24,20 @@ LSTM (blocks i, f, g, o)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from seqrnn.nn.cells import State
 from seqrnn.nn.stack import RecurrentStack
+
+# How the state meets the recurrent weights: ``(h [B, H], weight_hh [G*H, H]) -> [B, G*H]``.
+Product = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def exact_product(h: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
+    """``h @ weight_hh.T`` in the tensors' own precision (the cells' default)."""
+    return h @ weight_hh.T
 
 
 def gru_cell(
@@ -37,10 +47,12 @@ def gru_cell(
     weight_hh: torch.Tensor,
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
+    product: Product = exact_product,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One GRU step: ``x [B, I]``, ``h [B, H]`` -> ``h' [B, H]``, gates ``r, z, n`` ``[B, H]``."""
+    """One GRU step: ``x [B, I]``, ``h [B, H]`` -> ``h' [B, H]``, gates ``r, z, n`` ``[B, H]``;
+    ``product`` computes ``h W_hh^T`` (exactly, unless a precision is being measured)."""
     x_r, x_z, x_n = (x @ weight_ih.T + bias_ih).chunk(3, dim=-1)
-    h_r, h_z, h_n = (h @ weight_hh.T + bias_hh).chunk(3, dim=-1)
+    h_r, h_z, h_n = (product(h, weight_hh) + bias_hh).chunk(3, dim=-1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
@@ -55,9 +67,11 @@ def lstm_cell(
     weight_hh: torch.Tensor,
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
+    product: Product = exact_product,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """One LSTM step: ``x [B, I]``, ``h, c [B, H]`` -> ``h', c' [B, H]``, gates ``i, f, g, o``."""
-    pre = x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh
+    """One LSTM step: ``x [B, I]``, ``h, c [B, H]`` -> ``h', c' [B, H]``, gates ``i, f, g, o``;
+    ``product`` computes ``h W_hh^T`` (exactly, unless a precision is being measured)."""
+    pre = x @ weight_ih.T + bias_ih + product(h, weight_hh) + bias_hh
     pre_i, pre_f, pre_g, pre_o = pre.chunk(4, dim=-1)
     i, f, g, o = torch.sigmoid(pre_i), torch.sigmoid(pre_f), torch.tanh(pre_g), torch.sigmoid(pre_o)
     c = f * c + i * g
@@ -65,7 +79,10 @@ def lstm_cell(
 
 
 def reference_forward(
-    stack: RecurrentStack, x: torch.Tensor, state: State | None = None
+    stack: RecurrentStack,
+    x: torch.Tensor,
+    state: State | None = None,
+    product: Product = exact_product,
 ) -> tuple[torch.Tensor, State, list[dict[str, torch.Tensor]]]:
     """Run ``stack``'s weights through the reference cells, step by step, layer by layer.
 
@@ -74,6 +91,8 @@ def reference_forward(
     Args:
         stack: supplies the weights, cell type and sizes.
         x: ``[B, T, I]``; state: as in :class:`~seqrnn.nn.RecurrentStack`, None = zeros.
+        product: how each step's ``h W_hh^T`` is computed (GRU and LSTM cells), e.g. in a
+            lower precision to measure what it costs.
     Returns:
         out: ``[B, T, H]`` top-layer outputs; state: final state as the stack returns it;
         trace: per layer, a dict name -> ``[B, T, H]``: the gates (r, z, n or i, f, g, o) and
@@ -97,9 +116,9 @@ def reference_forward(
         outputs, trace = [], []
         for t in range(x.shape[1]):
             if stack.cell == "gru":
-                h, step_gates = gru_cell(layer_input[:, t], h, *weights)
+                h, step_gates = gru_cell(layer_input[:, t], h, *weights, product)
             else:
-                h, c, step_gates = lstm_cell(layer_input[:, t], h, c, *weights)
+                h, c, step_gates = lstm_cell(layer_input[:, t], h, c, *weights, product)
                 step_gates["c"] = c
             step_gates["h"] = h
             outputs.append(h)
