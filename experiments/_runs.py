@@ -24,8 +24,10 @@ def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dic
     holding the run dir's lock (:mod:`seqrnn.training.lock`) throughout.
 
     ``extra_callbacks`` join the configured ones (e.g. a search's pruning callback)."""
+    from seqrnn.callbacks.last_checkpoint import hold_early_warnings
     from seqrnn.training.lock import run_lock
 
+    hold_early_warnings()  # a SLURM time-limit warning before training must not end the job
     # One process per run dir; under data-parallel training the first process holds it.
     run_dir = Path(cfg.paths.output_dir)
     lock = run_lock(run_dir) if first_process() else contextlib.nullcontext()

@@ -140,8 +140,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 # A callback that signals its own process at the end of one training batch (0-based epoch and
 # batch), or at the start of a validation or final-evaluation batch (``stage``; epoch None: in
-# any), on one rank or all. It runs after LastCheckpoint (in the fault-tolerance runs, a
-# last.ckpt after every batch).
+# any), or at the fit's setup, before training starts (``stage="setup"``), on one rank or all.
+# It runs after LastCheckpoint (in the fault-tolerance runs, a last.ckpt after every batch).
 SIGNALLER = textwrap.dedent(
     """
     import os, signal
@@ -156,6 +156,10 @@ SIGNALLER = textwrap.dedent(
             mine = self.rank is None or trainer.global_rank == self.rank
             epoch, at = trainer.current_epoch, self.at
             if mine and stage == self.stage and (at[0] in (None, epoch)) and batch_idx == at[1]:
+                os.kill(os.getpid(), self.signum)
+
+        def setup(self, trainer, pl_module, stage):
+            if stage == "fit" and self.stage == "setup":
                 os.kill(os.getpid(), self.signum)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -2,6 +2,7 @@
 SIGTERM), whole last.ckpt files, one process per run dir, a clear line for a damaged last.ckpt."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -80,6 +81,31 @@ def stopped_by_sigterm(tiny_mnist, run_dir, epoch, batch, stage="train"):
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert not (run_dir / "results.json").exists()
     return stopped
+
+
+def test_a_slurm_time_limit_warning_before_training_stops_at_the_first_batch_and_requeues(
+    tiny_mnist, tmp_path, signaller, monkeypatch
+):
+    """SLURM may warn a job of its time limit (SIGUSR2) before the run trains: it is kept, not
+    the process's death, and the run saves after one batch and asks SLURM to requeue it."""
+    scontrol, calls = tmp_path / "bin" / "scontrol", tmp_path / "scontrol-calls"
+    scontrol.parent.mkdir()
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')  # records the requeue it is asked
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{scontrol.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    run_dir = tmp_path / "run"
+    stopped = run_train(
+        *tiny_overrides(tiny_mnist, run_dir),
+        *SETTINGS[:-1],
+        "callbacks.last_checkpoint.every_minutes=null",
+        *signal_at(None, 0, "SIGUSR2", stage="setup"),
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "time limit near at epoch 1, step 1: saved" in stopped.stdout, stopped.stdout[-2000:]
+    assert "requeued SLURM job 4242, which goes on from it" in stopped.stdout
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
 
 
 def test_sigterm_saves_last_checkpoint_and_exits_unfinished(

@@ -18,7 +18,9 @@ It owns the stop signals while the run trains and evaluates:
 - In a SLURM job, SIGUSR2 is the time-limit warning (what submitit's ``signal_delay_s`` sends,
   or ``sbatch --signal=B:USR2@<seconds>``): a stop as for SIGTERM, then ``scontrol requeue``, and
   the requeued job goes on from that ``last.ckpt``. It replaces submitit's own handler, which
-  requeues without a checkpoint.
+  requeues without a checkpoint. A warning that comes while the run is still being built (SLURM
+  may send it up to a minute early) is kept by :func:`hold_early_warnings` until the run
+  trains: it then stops at its first batch, saves and requeues, instead of dying of it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ from seqrnn.layout import LAST_NAME
 # Under data-parallel training, whether a timed save is due is rank 0's decision, broadcast to
 # the others: asked every this many steps, not every batch (a collective per batch for nothing).
 DDP_CHECK_STEPS = 50
+
+# SLURM time-limit warnings (SIGUSR2) that came before a run's LastCheckpoint took the signals.
+_early_warnings: list[int] = []
+
+
+def hold_early_warnings() -> None:
+    """In a SLURM job, keep SLURM's time-limit warning (SIGUSR2) from now on for the run about
+    to start, instead of dying of it (its default action) while the run is being built; the
+    run's LastCheckpoint takes it when training (or the final evaluation) starts."""
+    if os.environ.get("SLURM_JOB_ID") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR2, lambda signum, frame: _early_warnings.append(signum))
 
 
 class LastCheckpoint(Callback):
@@ -84,6 +97,9 @@ class LastCheckpoint(Callback):
         signal.signal(signal.SIGTERM, self._stop_signal)
         if os.environ.get("SLURM_JOB_ID"):
             signal.signal(signal.SIGUSR2, self._time_limit_near)
+            if _early_warnings:  # came while the run was being built: stop at the first batch
+                _early_warnings.clear()
+                self._time_limit_near(signal.SIGUSR2, None)
 
     def _stop_signal(self, signum: int, frame) -> None:
         """SIGTERM: mark the stop as asked; the ranks agree on it at the end of a batch. A
