@@ -20,10 +20,6 @@ from seqrnn.layout import LAST_CHECKPOINT
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXIT_USAGE = 2
-# The data settings a model was trained with, which its checkpoint keeps: a study or an
-# evaluation reads the images the same way.
-TRAINED_DATA_KEYS = ("order", "threshold", "val_size")
-
 
 # Where data-parallel launchers put a process's rank: torchrun and Lightning's own launcher
 # (RANK, LOCAL_RANK, NODE_RANK), srun in a SLURM job of several tasks (SLURM_PROCID).
@@ -362,6 +358,8 @@ def trained_data(cfg: DictConfig, trained_on: dict[str, Any], **fixed: Any):
     trained on them (``trained_on``: its order, threshold and validation size) unless ``fixed``
     says otherwise. Where the files are comes from ``cfg``."""
     from hydra.utils import instantiate
+
+    from seqrnn.training.checkpoints import TRAINED_DATA_KEYS
 
     settings = {key: trained_on[key] for key in TRAINED_DATA_KEYS if key in trained_on}
     datamodule = instantiate(cfg.data, **{**settings, **fixed})

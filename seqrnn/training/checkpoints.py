@@ -16,6 +16,9 @@ from seqrnn.pretrained import PREFIX, PRETRAINED_DIR, shipped
 _ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
 # In a run dir, the checkpoints to use, in order of preference.
 RUN_DIR_CHECKPOINTS = (BEST_CHECKPOINT, LAST_CHECKPOINT)
+# The data settings a model was trained with, which its checkpoint keeps: a study, an evaluation
+# or a benchmark reads the images the same way.
+TRAINED_DATA_KEYS = ("order", "threshold", "val_size")
 
 
 # What a shipped checkpoint keeps of a training checkpoint: enough to load and evaluate it.
