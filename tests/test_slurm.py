@@ -94,12 +94,17 @@ def wait_for(predicate, seconds: float, what: str):
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
-def job_state(job: str) -> str:
+def job_field(job: str, name: str) -> str | None:
+    """Field ``name`` of ``scontrol show job``; None once the job is gone."""
     shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
     for word in shown.stdout.split():
-        if word.startswith("JobState="):
-            return word.removeprefix("JobState=")
-    return "GONE"
+        if word.startswith(f"{name}="):
+            return word.removeprefix(f"{name}=")
+    return None
+
+
+def job_state(job: str) -> str:
+    return job_field(job, "JobState") or "GONE"
 
 
 def job_environment(tmp_path, **modules: str) -> dict[str, str]:
@@ -121,9 +126,7 @@ def the_queued_job() -> str:
 
 
 def run_seconds(job: str) -> int:
-    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
-    (field,) = [word for word in shown.stdout.split() if word.startswith("RunTime=")]
-    days, _, clock = field.removeprefix("RunTime=").rpartition("-")
+    days, _, clock = job_field(job, "RunTime").rpartition("-")
     hours, minutes, seconds = (int(part) for part in clock.split(":"))
     return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
