@@ -6,9 +6,13 @@ Kept free of torch and Lightning imports so that a mistyped option is answered i
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,18 +41,38 @@ def fail(message: str) -> None:
     raise SystemExit(EXIT_USAGE)
 
 
+# OSErrors that are the user's situation, not a bug: a full disk, a path that cannot be written.
+USER_OS_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a :class:`~seqrnn.errors.SeqRNNError` raised inside (or wrapped by Hydra's
-    ``instantiate``) into one line on stderr and exit status 2; other errors pass through."""
+    ``instantiate``), and an ``OSError`` of the user's disk or paths (full, read-only, a file
+    where a folder should be), into one line on stderr and exit status 2; other errors pass
+    through."""
     from seqrnn.errors import SeqRNNError
+    from seqrnn.files import describe_os_error
 
+    # A log file on a full disk: Python's logging would print a traceback for every line.
+    logging.raiseExceptions = False
     try:
         yield
     except Exception as err:  # noqa: BLE001 - re-raised below unless it is the user's error
         cause: BaseException | None = err
         while cause is not None and not isinstance(cause, SeqRNNError):
-            cause = cause.__cause__
+            if isinstance(cause, OSError) and cause.errno in USER_OS_ERRORS:
+                fail(describe_os_error(cause))
+            cause = cause.__cause__ or cause.__context__
         if cause is None:
             raise
         fail(str(cause))
@@ -166,12 +190,24 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
         return argv
     run_dir = Path(tokens[-1].split("=", 1)[1]).expanduser()
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if overrides_file.is_file() and not (run_dir / run_file).is_file():
+        fail(
+            f"resume={run_dir} has no {run_file}: the run stopped before its first save (at "
+            "the end of epoch 1, or after callbacks.last_checkpoint.every_minutes of "
+            "training), so there is nothing to go on from; start it again without resume="
+        )
     if not (run_dir / run_file).is_file() or not overrides_file.is_file():
         fail(
             f"resume={run_dir} is not a run dir to resume: it needs {run_file} and "
             ".hydra/overrides.yaml (give the dir that `python -m experiments.train` printed)"
         )
     given = {override.key_or_group for _, override in _overrides(argv)}
+    changed = sorted(given & set(MODEL_SHAPE_KEYS))
+    if changed:
+        fail(
+            f"resume={run_dir} cannot change {', '.join(changed)}: a resumed run keeps the "
+            "model its checkpoint holds; train a new run for another task, cell or shape"
+        )
     original = yaml.safe_load(overrides_file.read_text()) or []
     kept = [
         t
@@ -182,6 +218,9 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
     pinned = pinned_recipe(run_dir / ".hydra" / "config.yaml")
     return with_overrides([*kept, *pinned], argv, [*extra, f"hydra.run.dir='{run_dir}'"])
 
+
+# What a resumed run cannot change: the model its last.ckpt holds, and what its inputs are.
+MODEL_SHAPE_KEYS = ("task", "cell", "size", "units", "layers", "data", "data.order")
 
 # What a recipe sets (conf/recipe): the settings a resumed run keeps from its own config.
 RECIPE_KEYS = (
@@ -316,30 +355,63 @@ def prepare_argv(argv: list[str], required: dict[str, str] | None = None) -> lis
     return name_the_size(expand_resume(argv))
 
 
-def launch(main: Callable[[], Any], required: dict[str, str] | None = None) -> None:
+def launch(
+    main: Callable[[], Any],
+    config_name: str,
+    required: dict[str, str] | None = None,
+    check: Callable[[DictConfig], None] | None = None,
+) -> None:
     """Run a Hydra ``main`` on this process's command line, checked and expanded by
-    :func:`prepare_argv` (``required``: see there)."""
+    :func:`prepare_argv` (``required``: see there) and then, job by job, by
+    :func:`experiments._preflight.check_command` (``check``: the entry point's own checks),
+    before Hydra creates anything."""
+    from experiments._preflight import Refused, check_command
     from experiments._ranks import rank_overrides
 
     argv = prepare_argv(sys.argv[1:], required)
-    sys.argv = [sys.argv[0], *with_overrides([], argv, rank_overrides(argv))]
-    main()
+    argv = with_overrides([], argv, rank_overrides(argv))
+    try:
+        check_command(CONF_DIR, config_name, argv, check)
+    except Refused as refused:
+        fail(str(refused))
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Ctrl-C before training started or after it ended (while training, LastCheckpoint
+        # saves and ends the run itself): nothing was trained that a resume could go on from
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 def entry_point(
-    config_name: str, run: Callable[[DictConfig], Any], required: dict[str, str] | None = None
+    config_name: str,
+    run: Callable[[DictConfig], Any],
+    required: dict[str, str] | None = None,
+    check: Callable[[DictConfig], None] | None = None,
 ) -> None:
-    """What every entry point's ``__main__`` does: compose ``conf/<config_name>.yaml`` with the
-    checked command line, call ``run(cfg)``, and turn a user's error into one line and exit 2.
+    """What every entry point's ``__main__`` does: check the command line (``required``,
+    ``check``: see :func:`launch`), compose ``conf/<config_name>.yaml`` with it, call
+    ``run(cfg)``, and turn a user's error into one line and exit 2.
 
-    Hydra names the job (and its log file) after the module that defined ``run``."""
+    A run refused by a check that needs the data or a checkpoint read (after Hydra made its
+    dir) leaves no dir behind: Hydra's files are removed with it. Hydra names the job (and its
+    log file) after the module that defined ``run``."""
     import hydra
+
+    started = time.time() - 1.0  # file times have a coarser clock than time.time() on some
 
     @functools.wraps(run)
     def task(cfg: DictConfig) -> Any:
+        from experiments._preflight import remove_if_unused
+
         try:
             with user_errors():
                 return run(cfg)
+        except SystemExit as exit_:
+            if exit_.code == EXIT_USAGE and first_process():
+                remove_if_unused(Path(str(cfg.paths.output_dir)), since=started)
+            raise
         except Exception as err:
             # The launcher reports rank 0's error; the others' would be lost (e.g. a rank
             # that failed first, which rank 0 reports only as a peer that went away).
@@ -349,8 +421,17 @@ def entry_point(
 
     launch(
         hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task),
+        config_name,
         required,
+        check,
     )
+
+
+def first_process() -> bool:
+    """Whether this is the first (or only) process of the job: data-parallel launchers start
+    the others with their rank in the environment. Only the first holds the run dir's lock and
+    tidies up after a refused run, whichever rank happens to start first."""
+    return process_rank() == 0
 
 
 def trained_data(cfg: DictConfig, trained_on: dict[str, Any], **fixed: Any):
@@ -374,3 +455,13 @@ def print_study_outputs(out_dir: Path, report: dict, results: list[str]) -> None
     print(f"results:     {', '.join(str(out_dir / name) for name in results)}")
     print(f"figures:     {out_dir / 'figures'}  ({names})")
     print(f"tensorboard: tensorboard --logdir {out_dir / 'tensorboard'}")
+
+
+def check_trained_job(cfg: DictConfig) -> None:
+    """The checks every job on a trained model shares, before anything is written: the device
+    is there, and the checkpoint (a run dir, a ``.ckpt``, ``pretrained:NAME``) exists."""
+    from experiments._preflight import check_device
+    from seqrnn.training.checkpoints import resolve_checkpoint
+
+    check_device("device", cfg.device)
+    resolve_checkpoint(cfg.ckpt)

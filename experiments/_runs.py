@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments._cli import process_rank, quiet_lightning
+from experiments._cli import first_process, quiet_lightning
 from seqrnn.layout import LAST_CHECKPOINT, RESULTS_FILE
 
 
@@ -62,10 +62,12 @@ def _build_and_train(
     from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from seqrnn.callbacks.epoch_log import EpochLog
+    from seqrnn.callbacks import EpochLog, LastCheckpoint, find_callback
+    from seqrnn.console import tell
+    from seqrnn.errors import OutputError
     from seqrnn.models import check_task_data
     from seqrnn.training import train_and_evaluate
-    from seqrnn.training.checkpoints import resumable_checkpoint
+    from seqrnn.training.checkpoints import AtomicCheckpointIO, resumable_checkpoint
 
     if cfg.skip_done and (run_dir / RESULTS_FILE).is_file():
         # A re-launched sweep: this job finished before.
@@ -89,7 +91,7 @@ def _build_and_train(
     if last.is_file():  # before the trainer prints anything: a damaged one is one line
         saved = resumable_checkpoint(last, model)
         if first_process():
-            print(f"going on from {last}: step {saved['global_step']}", flush=True)
+            tell(going_on_line(run_dir, saved, cfg.trainer.get("max_epochs")))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += list(extra_callbacks)
     # A live bar only on a terminal that asked for one; elsewhere one plain line per epoch.
@@ -104,8 +106,9 @@ def _build_and_train(
         callbacks=callbacks,
         logger=loggers or False,
         enable_progress_bar=bar,
+        # every checkpoint is written whole or not at all (a full disk keeps the last good one)
+        plugins=[AtomicCheckpointIO(), *slurm_plugins()],
         **device,
-        **slurm_plugins(),
     )
     try:
         results = train_and_evaluate(
@@ -118,14 +121,48 @@ def _build_and_train(
         )
     except SIGTERMException:
         # last.ckpt holds the run (LastCheckpoint saved it); no results.json, so a re-launch
-        # resumes it. The exit status says "not finished" to whatever launched it.
-        raise SystemExit(128 + signal.SIGTERM) from None
+        # resumes it. The exit status says "not finished, and by which signal" to whatever
+        # launched it (143 for SIGTERM, 130 for Ctrl-C, as shells report them).
+        saver = find_callback(trainer, LastCheckpoint)
+        raise SystemExit(128 + (saver.stopped_by if saver else signal.SIGTERM)) from None
+    except OutputError as err:
+        raise OutputError(f"{err}; {what_is_kept(run_dir)}") from err
     if trainer.is_global_zero:
         print_outputs(run_dir, results)
     return results
 
 
-def slurm_plugins() -> dict[str, Any]:
+def going_on_line(run_dir: Path, saved: dict[str, Any], max_epochs: Any) -> str:
+    """What a resumed run says first: the step it goes on from, and whether it trains at all
+    (a finished run resumed without more epochs only evaluates again)."""
+    line = f"going on from {run_dir / LAST_CHECKPOINT}: step {saved['global_step']}"
+    results = run_dir / RESULTS_FILE
+    if not results.is_file():
+        return line
+    epochs = json.loads(results.read_text()).get("epochs")
+    if isinstance(epochs, int) and isinstance(max_epochs, int) and 0 < max_epochs <= epochs:
+        line += (
+            f"; it finished its {plural(epochs, 'epoch')} before, so nothing is trained and its "
+            f"best checkpoint is evaluated again (trainer.max_epochs={epochs + 1} or more "
+            "trains on)"
+        )
+    return line
+
+
+def what_is_kept(run_dir: Path) -> str:
+    """After a failed write: the checkpoint a resumed run would go on from, if any."""
+    last = run_dir / LAST_CHECKPOINT
+    if last.is_file():
+        return f"{last} is the last good checkpoint: free some space, then resume={run_dir}"
+    return "no checkpoint was saved yet: free some space and start the run again"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def slurm_plugins() -> list[Any]:
     """In a SLURM job: Lightning's SLURM environment (ranks from srun) without its own
     auto-requeue, so that one mechanism owns the signals: LastCheckpoint saves at the end of the
     batch on SIGTERM and on the time-limit warning (SIGUSR2), and requeues for the latter;
@@ -135,9 +172,9 @@ def slurm_plugins() -> dict[str, Any]:
     from seqrnn.errors import ConfigError
 
     if not SLURMEnvironment.detect():
-        return {}
+        return []
     try:
-        return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
+        return [SLURMEnvironment(auto_requeue=False)]
     except RuntimeError as err:  # a job shape Lightning cannot map to ranks, e.g. --ntasks
         raise ConfigError(f"this SLURM job cannot run as seqrnn's ranks: {err}") from None
 
@@ -150,6 +187,58 @@ def use_tf32(enabled: bool) -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
+
+
+def check_train_job(cfg: DictConfig) -> None:
+    """What experiments.train checks before anything is written (``check=`` of its entry
+    point): the run settings, the accelerator, and that the run fits in memory."""
+    from experiments._preflight import check_device
+
+    check_run_settings(cfg)
+    check_device("trainer.accelerator", cfg.trainer.accelerator)
+    check_memory(cfg)
+
+
+# Bytes a training step keeps per sequence, step, unit and layer for the backward pass, as
+# measured on the fused CPU kernels (GRU-128 8, LSTM-128 27, predictors up to 25): rounded up.
+ACTIVATION_BYTES = 32
+# Bytes per parameter while training with Adam: the weight, its gradient and two moments.
+PARAMETER_BYTES = 16
+
+
+def check_memory(cfg: DictConfig) -> None:
+    """Refuse a run that cannot fit in this machine's memory (``units=100000``, a batch of
+    millions), with one line that names the sizes, instead of a machine-wide OOM kill later."""
+    from seqrnn.errors import ConfigError
+
+    units, layers = int(cfg.model.units), int(cfg.model.layers)
+    data = cfg.data
+    if "segments" in data:  # Bayesian sequences: symbols in, one per step
+        steps, inputs = int(data.segments) * (int(data.period) + 1), len(data.alpha) + 1
+    else:
+        steps, inputs = (784, 1) if data.order == "pixel" else (28, 28)
+    batch = max(int(data.batch_size), 1)
+    weights = 4 * layers * units * (units + max(inputs, units) + 2)  # 4 gates at most
+    need = weights * PARAMETER_BYTES + batch * steps * units * layers * ACTIVATION_BYTES
+    have = available_memory()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"units={units}, layers={layers}, data.batch_size={batch} need about "
+            f"{need / 1e9:.1f} GB to train ({steps} steps), and this machine has "
+            f"{have / 1e9:.1f} GB available; choose fewer units or a smaller data.batch_size"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new process (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def check_run_settings(cfg: DictConfig) -> None:
@@ -181,13 +270,6 @@ def check_run_settings(cfg: DictConfig) -> None:
         )
 
 
-def first_process() -> bool:
-    """Whether this is the first (or only) process of the job: data-parallel launchers start
-    the others with their rank in the environment. Only the first holds the run dir's lock,
-    whichever rank happens to start first."""
-    return process_rank() == 0
-
-
 def threads_per_job() -> int | None:
     """Torch threads for each job when the launcher runs several at once (e.g.
     ``hydra/launcher=parallel``): the cores shared out, so that jobs do not oversubscribe them.
@@ -204,16 +286,18 @@ def threads_per_job() -> int | None:
 
 
 def print_outputs(run_dir: Path, results: dict[str, Any]) -> None:
-    """Tell the user where everything went and the headline numbers."""
+    """Tell the user (and the run's log) where everything went and the headline numbers."""
+    from seqrnn.console import tell
+
     scores = ", ".join(
         f"{key} {results[key]:.4f}" for key in ("test_loss", "test_acc") if key in results
     )
     lines = [
         f"run dir:     {run_dir}",
-        f"results:     {run_dir / RESULTS_FILE}  ({scores}, {results['epochs']} epochs, "
+        f"results:     {run_dir / RESULTS_FILE}  ({scores}, {plural(results['epochs'], 'epoch')}, "
         f"{results['wall_seconds']:.0f} s)",
         f"checkpoint:  {run_dir / results['checkpoint'] if results['checkpoint'] else 'none kept'}",
     ]
     if (run_dir / "tensorboard").is_dir():
         lines.append(f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}")
-    print("\n".join(lines), flush=True)
+    tell("\n".join(lines))

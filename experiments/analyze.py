@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from experiments._cli import entry_point, print_study_outputs, trained_data
+from experiments._cli import check_trained_job, entry_point, print_study_outputs, trained_data
 from seqrnn.layout import ANALYSIS_FILE
 
 TASKS = ("classify", "dirichlet")
@@ -63,4 +63,9 @@ def run(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    entry_point("analyze", run, required={"ckpt": "a task=classify or dirichlet model"})
+    entry_point(
+        "analyze",
+        run,
+        required={"ckpt": "a task=classify or dirichlet model"},
+        check=check_trained_job,
+    )

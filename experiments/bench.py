@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
-from experiments._cli import quiet_lightning
+from experiments._cli import fail, quiet_lightning, user_errors
+from experiments._preflight import Refused, check_writable
 from seqrnn.bench import common, cores, inpainting, sampling, stack_backends, train_throughput
 
 BENCHMARKS = {
@@ -34,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from: {', '.join(BENCHMARKS)}")
+    try:  # before minutes of measuring, not after
+        check_writable(Path(args.out), "--out")
+    except Refused as refused:
+        fail(str(refused))
     for name in args.names or BENCHMARKS:
         started = time.perf_counter()
         module = BENCHMARKS[name]
@@ -43,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
             machine=common.machine(),
             seconds=round(time.perf_counter() - started, 1),
         )
-        path = common.write_report(f"{args.out}/{name}.json", report)
+        with user_errors():
+            path = common.write_report(f"{args.out}/{name}.json", report)
         columns = list(dict.fromkeys(c for row in report["rows"] for c in row))
         common.print_table(report["rows"], columns)
         print(f"wrote {path}")

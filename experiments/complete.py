@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from experiments._cli import entry_point, print_study_outputs, trained_data
+from experiments._cli import check_trained_job, entry_point, print_study_outputs, trained_data
 from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY
 
 
@@ -51,4 +51,9 @@ def run(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    entry_point("complete", run, required={"ckpt": "the task=predict model to complete with"})
+    entry_point(
+        "complete",
+        run,
+        required={"ckpt": "the task=predict model to complete with"},
+        check=check_trained_job,
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from experiments._cli import entry_point, quiet_lightning, trained_data
+from experiments._cli import check_trained_job, entry_point, quiet_lightning, trained_data
 
 
 def run(cfg: DictConfig) -> dict:
@@ -56,4 +56,6 @@ def run(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    entry_point("evaluate", run, required={"ckpt": "the checkpoint to evaluate"})
+    entry_point(
+        "evaluate", run, required={"ckpt": "the checkpoint to evaluate"}, check=check_trained_job
+    )

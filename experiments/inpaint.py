@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from experiments._cli import entry_point, print_study_outputs, trained_data
+from experiments._cli import check_trained_job, entry_point, print_study_outputs, trained_data
 from seqrnn.layout import INPAINT_FILE, POSTERIOR_FILE
 
 
@@ -49,4 +49,9 @@ def run(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    entry_point("inpaint", run, required={"ckpt": "the task=predict model to in-paint with"})
+    entry_point(
+        "inpaint",
+        run,
+        required={"ckpt": "the task=predict model to in-paint with"},
+        check=check_trained_job,
+    )

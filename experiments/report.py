@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments._cli import fail
+from experiments._cli import fail, user_errors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,9 +23,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         fail(f"{args.root} is not a folder; give a sweep dir (outputs/multirun/...) or outputs/")
-    from seqrnn.sweeps.report import write_report
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        fail(f"--out {args.out} is a file; give the folder to write the report into")
+    from seqrnn.sweeps.report import find_runs, write_report
 
-    written = write_report(args.root, args.out)
+    if not find_runs(args.root):
+        fail(
+            f"no runs in {args.root}: no run dir (one with .hydra/config.yaml or results.json) "
+            "below it; give a sweep dir (outputs/multirun/...) or outputs/"
+        )
+
+    with user_errors():
+        written = write_report(args.root, args.out)
     print(f"report:  {written['markdown']}")
     print(f"table:   {written['csv']}")
     curves = [path.name for kind, path in written.items() if kind.startswith("curves_")]

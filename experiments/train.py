@@ -16,7 +16,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from experiments._cli import entry_point
-from experiments._runs import build_and_train
+from experiments._runs import build_and_train, check_train_job
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -26,4 +26,4 @@ def run(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    entry_point("train", run)
+    entry_point("train", run, check=check_train_job)

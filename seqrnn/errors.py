@@ -25,6 +25,10 @@ class CheckpointError(SeqRNNError):
     """A checkpoint that does not exist or does not fit the job."""
 
 
+class OutputError(SeqRNNError):
+    """A file that could not be written: a full disk, a path that is not writable."""
+
+
 class RunDirBusy(SeqRNNError):
     """Another live process is training into the same run dir."""
 

@@ -27,6 +27,10 @@ ANALYSIS_FILE = "analysis.json"
 
 # MNIST images are IMAGE_SIDE x IMAGE_SIDE pixels, read in IMAGE_SIDE**2 steps in pixel order.
 IMAGE_SIDE = 28
+# Exact in-painting scores all 2^k fillings of an image's k hidden pixels. At 2^20 (a million
+# sequences of 784 steps, ~3 GB of log-probabilities for one image) it is slow already; past
+# it, memory runs out: the cap on ``max_hidden``.
+MAX_HIDDEN_PIXELS = 20
 
 
 def run_name(task: str, cell: str, size: str) -> str:

@@ -31,12 +31,31 @@ BAD = [
     ("train", [f"resume={MISSING}"], f"resume={MISSING} is not a run dir to resume"),
     ("train", ["callbacks.timer.duration=abc"], "callbacks.timer.duration='abc' is not allowed"),
     ("train", ["callbacks.early_stopping=5"], "callbacks.early_stopping=5 is not allowed"),
+    # types, ranges and keys, checked on the composed config before anything is written
+    ("train", ["model.lr=abc"], "model.lr='abc' is not allowed; it must be a number > 0"),
+    ("train", ["seed=abc"], "seed='abc' is not allowed; it must be an integer in 0..4294967295"),
+    ("train", ["model.head_batchnorm=maybe"], "model.head_batchnorm='maybe' is not allowed"),
+    ("train", ["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is not allowed"),
+    ("train", ["data.batch_size=100000000"], "data.batch_size=100000000 is not allowed"),
+    ("train", ["units=100000"], "units=100000, layers=1, data.batch_size=16 need about"),
+    ("train", ["trainer.limit_train_batches=-5"], "trainer.limit_train_batches=-5 is not all"),
+    ("train", ["model.recurrent_init=xx"], "model.recurrent_init='xx' is not allowed; choose"),
+    ("train", ["trainer.max_epoch=1"], "did you mean trainer.max_epochs?"),
+    ("train", ["taks=predict"], "taks is not an option of experiments.train; did you mean task?"),
+    ("train", ["data.root=/tmp/(x)"], "needs quotes inside the override: 'data.root=\"/tmp/(x)\"'"),
+    ("train", ["data.root={classify}"], "is a file; give the folder of the four MNIST files"),
+    ("train", ["hydra.run.dir={classify}/run"], "cannot be made: "),
+    ("train", ["hydra.run.dir=/proc/seqrnn/run"], "hydra.run.dir=/proc/seqrnn/run cannot be"),
     ("evaluate", [f"ckpt={MISSING}.ckpt"], f"checkpoint {MISSING}.ckpt does not exist"),
+    ("evaluate", ["ckpt={classify}", "limit_batches=-1"], "limit_batches=-1 is not allowed"),
+    ("evaluate", ["ckpt={classify}", "limit_batches=0"], "limit_batches=0 is not allowed"),
+    ("evaluate", ["ckpt={classify}", "device=gpu"], "device='gpu' is not allowed; choose one"),
+    ("inpaint", ["ckpt={predict}", "max_hidden=40"], "max_hidden=40 is not allowed; it must be"),
     ("evaluate", ["ckpt=pretrained:foo"], "ckpt=pretrained:foo is not a shipped checkpoint"),
     ("complete", ["ckpt={classify}"], "this job needs a task=predict checkpoint"),
     ("complete", ["ckpt={predict}", "count=0"], "count=0 is not allowed"),
     ("complete", ["ckpt={predict}", "count=abc"], "count='abc' is not allowed"),
-    ("complete", ["ckpt={predict}", "count=4", "horizons=[0]"], "n=0 is not allowed"),
+    ("complete", ["ckpt={predict}", "count=4", "horizons=[0]"], "horizons=[0] is not allowed"),
     ("complete", ["ckpt={predict}", "count=4", "samples=0"], "samples=0 is not allowed"),
     ("inpaint", ["ckpt={classify}"], "this job needs a task=predict checkpoint"),
     ("inpaint", ["ckpt={predict}", "count=4", "dataset=foo"], "in-painting file foo does not"),
@@ -95,7 +114,7 @@ def test_a_bad_value_is_one_line_and_exit_2(
         args += [f"data.root={tiny_mnist}", "data.verify=false", "data.val_size=20"]
     if entry == "train":
         args += ["debug=fast"]
-    if entry != "gpu_check":
+    if entry != "gpu_check" and not any(a.startswith("hydra.run.dir=") for a in args):
         args += [f"hydra.run.dir={out}"]
     if entry == "study":
         args += [f"out={out}", f"docs={out / 'docs'}", f"pretrained={out / 'pretrained'}"]
@@ -104,4 +123,25 @@ def test_a_bad_value_is_one_line_and_exit_2(
     assert result.returncode == 2, result.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     assert message in lines[0]
-    assert not (out / "results.json").exists()
+    assert not out.exists()  # checked before anything was written, or tidied up after
+
+
+NO_GPU = "this machine has no CUDA GPU that torch can use"
+
+
+@pytest.mark.parametrize(
+    ("entry", "args"),
+    [("train", ["trainer.accelerator=gpu"]), ("evaluate", ["ckpt={classify}", "device=cuda"])],
+)
+def test_a_device_that_is_not_there_is_one_line(entry, args, tiny_mnist, checkpoints, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the device is there")
+    args = [a.format(**{k: str(v) for k, v in checkpoints.items()}) for a in args]
+    out = tmp_path / "out"
+    common = [f"data.root={tiny_mnist}", "data.verify=false", f"hydra.run.dir={out}"]
+    result = run_entry(entry, *args, *common)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and NO_GPU in lines[0], result.stderr
+    assert not out.exists()

@@ -68,17 +68,18 @@ def test_a_run_killed_mid_epoch_resumes_at_the_next_batch(
     assert results["wall_seconds"] >= trained_before  # both sessions' training counted
 
 
-def stopped_by_sigterm(tiny_mnist, run_dir, epoch, batch, stage="train"):
-    """A run of SETTINGS without timed checkpoints, sent SIGTERM at ``signal_at(epoch, batch,
-    stage=stage)`` (20 validation images in batches of 8: 3 batches): it exits unfinished."""
+def stopped_by_sigterm(tiny_mnist, run_dir, epoch, batch, stage="train", name="SIGTERM"):
+    """A run of SETTINGS without timed checkpoints, sent SIGTERM (or ``name``) at
+    ``signal_at(epoch, batch, stage=stage)`` (20 validation images in batches of 8: 3 batches):
+    it exits unfinished, with 128 + the signal's number."""
     stopped = run_train(
         *tiny_overrides(tiny_mnist, run_dir),
         *SETTINGS[:-1],
         "callbacks.last_checkpoint.every_minutes=null",
         "data.eval_batch_size=8",
-        *signal_at(epoch, batch, "SIGTERM", stage=stage),
+        *signal_at(epoch, batch, name, stage=stage),
     )
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-3000:]
     assert not (run_dir / "results.json").exists()
     return stopped
 
@@ -124,6 +125,20 @@ def test_sigterm_saves_last_checkpoint_and_exits_unfinished(
     assert_same_weights(run_dir, straight_run)
 
 
+def test_ctrl_c_saves_last_checkpoint_as_sigterm_does_and_the_run_resumes(
+    tiny_mnist, tmp_path, signaller, straight_run
+):
+    run_dir = tmp_path / "run"
+    stopped = stopped_by_sigterm(tiny_mnist, run_dir, 0, 1, name="SIGINT")
+    assert "Ctrl-C: stopping at the end of this batch" in stopped.stdout
+    assert "stopped by Ctrl-C at epoch 1, step 2" in stopped.stdout
+    assert "Traceback" not in stopped.stderr and "KeyboardInterrupt" not in stopped.stderr
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    resumed = run_train(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(run_dir, straight_run)
+
+
 def test_sigterm_during_validation_saves_the_epoch_and_the_resumed_run_validates_again(
     tiny_mnist, tmp_path, signaller, straight_run
 ):
@@ -165,6 +180,9 @@ def test_a_second_process_in_a_busy_run_dir_exits_2_naming_the_holder(tiny_mnist
         stdout=subprocess.PIPE,
         text=True,
     )
+    hydra_files = tmp_path / ".hydra"
+    hydra_files.mkdir()
+    (hydra_files / "overrides.yaml").write_text("- the running run's own\n")
     try:
         assert holder.stdout.readline().strip() == "held"
         result = run_train(*tiny_overrides(tiny_mnist, tmp_path), "debug=fast")
@@ -177,6 +195,9 @@ def test_a_second_process_in_a_busy_run_dir_exits_2_naming_the_holder(tiny_mnist
     assert f"run dir {tmp_path} is in use by host " in lines[0]
     assert f"pid {holder.pid}" in lines[0]
     assert not (tmp_path / "results.json").exists()
+    # refused before Hydra wrote anything: the running run's files are as they were
+    assert (hydra_files / "overrides.yaml").read_text() == "- the running run's own\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", ".lock"]
 
 
 def test_the_lock_is_released_on_the_way_out(tmp_path):

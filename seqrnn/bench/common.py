@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import torch
 
+from seqrnn.files import write_json_atomic
 from seqrnn.training.checkpoints import resolve_device
 
 
@@ -48,8 +48,7 @@ def machine() -> dict[str, Any]:
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
+    return write_json_atomic(path, report)
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

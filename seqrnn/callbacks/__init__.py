@@ -7,15 +7,23 @@ callback on a trainer.
   threshold (``results.json``'s ``milestones``);
 - :class:`StopOnDivergence`: non-finite gradients (a non-finite loss makes them so) end the
   run, on every rank at the same step (``status: diverged``);
-- :class:`EpochLog`: one plain line per epoch where there is no terminal for a progress bar.
+- :class:`EpochLog`: plain progress lines (every epoch, every few minutes within one) where
+  there is no terminal for a progress bar; :class:`EpochBar`: the bar, counting epochs as they do.
 """
 
 from __future__ import annotations
 
 from seqrnn.callbacks.divergence import StopOnDivergence
-from seqrnn.callbacks.epoch_log import EpochLog
+from seqrnn.callbacks.epoch_log import EpochBar, EpochLog
 from seqrnn.callbacks.find import find_callback
 from seqrnn.callbacks.last_checkpoint import LastCheckpoint
 from seqrnn.callbacks.milestones import Milestones
 
-__all__ = ["EpochLog", "LastCheckpoint", "Milestones", "StopOnDivergence", "find_callback"]
+__all__ = [
+    "EpochBar",
+    "EpochLog",
+    "LastCheckpoint",
+    "Milestones",
+    "StopOnDivergence",
+    "find_callback",
+]

@@ -7,14 +7,15 @@ temporary file and a rename, so a kill during the write leaves the previous ``la
 
 It owns the stop signals while the run trains and evaluates:
 
-- SIGTERM only marks the stop as asked. At the end of the next training or validation batch
-  the processes agree (under data-parallel training: a stop asked on any rank stops all, at the
-  same batch), and Lightning stops there: during training ``last.ckpt`` is saved with the batch
-  just trained, during validation with the epoch's weights (the resumed run validates again),
-  and during the final evaluation nothing is saved (``last.ckpt`` already holds the finished
-  training; the resumed run only evaluates). Lightning's own handler would run a collective
-  inside the signal handler, which pairs with the wrong one when the signal reaches one rank
-  first.
+- SIGTERM, and Ctrl-C (SIGINT: what a person at a terminal sends), only mark the stop as asked. At
+  the end of the next training or validation batch the processes agree (under data-parallel
+  training: a stop asked on any rank stops all, at the same batch), and Lightning stops there:
+  during training ``last.ckpt`` is saved with the batch just trained, during validation with the
+  epoch's weights (the resumed run validates again), and during the final evaluation nothing is
+  saved (``last.ckpt`` already holds the finished training; the resumed run only evaluates).
+  Lightning's own handler would run a collective inside the signal handler, which pairs with the
+  wrong one when the signal reaches one rank first. A second Ctrl-C quits at once, unsaved
+  (``KeyboardInterrupt``).
 - In a SLURM job, SIGUSR2 is the time-limit warning (what submitit's ``signal_delay_s`` sends,
   or ``sbatch --signal=B:USR2@<seconds>``): a stop as for SIGTERM, then ``scontrol requeue``, and
   the requeued job goes on from that ``last.ckpt``. It replaces submitit's own handler, which
@@ -70,7 +71,9 @@ class LastCheckpoint(Callback):
         self.path = Path(dirpath) / LAST_NAME
         self.every_seconds = 60.0 * every_minutes if every_minutes else None
         self._saved_at = time.monotonic()
-        self._stop_asked = False  # a SIGTERM (or SLURM's time-limit warning) came
+        self._stop_asked = False  # a SIGTERM, Ctrl-C or SLURM's time-limit warning came
+        self.stopped_by = signal.SIGTERM  # which of them: the exit status tells the launcher
+        self._interrupt_handler = None  # SIGINT's handler before this stage took it
         self._requeue = False  # set by SLURM's time-limit warning
         self._launcher = None
         self._alone = True
@@ -89,12 +92,15 @@ class LastCheckpoint(Callback):
         """Replace the SIGTERM handler Lightning installed for this stage (it restores the one
         before at the stage's end) and, in a SLURM job, take SIGUSR2."""
         self._stop_asked = self._requeue = False
+        self.stopped_by = signal.SIGTERM
         self._launcher = trainer.strategy.launcher
         self._alone = trainer.world_size == 1
         self._connector = trainer._signal_connector
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach the main thread only (e.g. a search's worker threads)
         signal.signal(signal.SIGTERM, self._stop_signal)
+        if self._interrupt_handler is None:
+            self._interrupt_handler = signal.signal(signal.SIGINT, self._interrupted)
         if os.environ.get("SLURM_JOB_ID"):
             signal.signal(signal.SIGUSR2, self._time_limit_near)
             if _early_warnings:  # came while the run was being built: stop at the first batch
@@ -110,6 +116,33 @@ class LastCheckpoint(Callback):
         self._stop_asked = True
         if self._alone:
             self._connector.received_sigterm = True
+
+    def _interrupted(self, signum: int, frame) -> None:
+        """Ctrl-C: the first stops as SIGTERM does (save at the end of the batch); a second one
+        while that stop is on its way quits at once, as Ctrl-C does everywhere else."""
+        if self._stop_asked:
+            self._release_interrupt()
+            raise KeyboardInterrupt
+        self.stopped_by = signal.SIGINT
+        print(
+            "Ctrl-C: stopping at the end of this batch and saving last.ckpt "
+            "(Ctrl-C again quits at once, unsaved)",
+            flush=True,
+        )
+        # A terminal's Ctrl-C reaches every process of the job itself: nothing to pass on
+        self._stop_asked = True
+        if self._alone:
+            self._connector.received_sigterm = True
+
+    def _release_interrupt(self) -> None:
+        """Give SIGINT back the handler it had before this run took it."""
+        if self._interrupt_handler is not None:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, self._interrupt_handler)
+            self._interrupt_handler = None
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release_interrupt()
 
     def _time_limit_near(self, signum: int, frame) -> None:
         """SLURM's warning before the time limit: stop as for SIGTERM, then requeue."""
@@ -176,15 +209,20 @@ class LastCheckpoint(Callback):
             )
             print(f"time limit near {where}: {saved}; {outcome}", flush=True)
             return
-        print(f"stopped by SIGTERM {where}: {saved}; resume=<run dir> goes on from it", flush=True)
+        by = "Ctrl-C" if self.stopped_by == signal.SIGINT else "SIGTERM"
+        print(f"stopped by {by} {where}: {saved}; resume=<run dir> goes on from it", flush=True)
 
     def save(self, trainer: L.Trainer) -> None:
         """Write the trainer's full state to ``last.ckpt`` (a temporary file, then a rename)."""
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(temporary, weights_only=False)  # (None logs a line each time)
-        if trainer.is_global_zero:
-            os.replace(temporary, self.path)
+        try:
+            trainer.save_checkpoint(temporary, weights_only=False)  # (None logs a line each time)
+            if trainer.is_global_zero:
+                os.replace(temporary, self.path)
+        finally:  # a failed write (a full disk) leaves the previous last.ckpt and nothing else
+            if trainer.is_global_zero and temporary.exists():
+                temporary.unlink()
         trainer.strategy.barrier("last_checkpoint")
         self._saved_at = time.monotonic()

@@ -81,8 +81,17 @@ def _build() -> ModuleType | None:
         )
         return None
     if not _agrees_with_torch(module):
+        mixed = torch.is_autocast_enabled("cpu")
+        why = (
+            " (under mixed precision on a CPU, trainer.precision=16-mixed or bf16-mixed, the "
+            "fused kernels compute in float32 and the reference does not; trainer.precision="
+            "32-true keeps the fused kernels)"
+            if mixed
+            else " (a miscompiled build: SEQRNN_VERBOSE_BUILD=1 shows the compiler's output)"
+        )
         warnings.warn(
-            "fused CPU RNN disagrees with nn.GRU / nn.LSTM on a self-check; using them",
+            "fused CPU RNN disagrees with nn.GRU / nn.LSTM on a self-check; training and "
+            f"evaluation use nn.GRU / nn.LSTM instead, slower on a CPU{why}",
             stacklevel=3,
         )
         return None

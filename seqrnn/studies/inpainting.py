@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from seqrnn.errors import ConfigError, DataError, require_choice, require_int
 from seqrnn.files import write_json_atomic
-from seqrnn.layout import IMAGE_SIDE, INPAINT_FILE, POSTERIOR_FILE
+from seqrnn.layout import IMAGE_SIDE, INPAINT_FILE, MAX_HIDDEN_PIXELS, POSTERIOR_FILE
 from seqrnn.models import NextPixelPredictor
 from seqrnn.studies.figures import crop_around, image_grid, render, render_posterior, save_figures
 
@@ -183,10 +183,20 @@ def _as_image_rows(array: np.ndarray, path: Path, name: str) -> np.ndarray:
 
 
 def candidates(k: int) -> torch.Tensor:
-    """All ``2^k`` fillings of ``k`` hidden pixels, ``[2^k, k]``, in binary counting order."""
-    return torch.tensor(list(itertools.product((0, 1), repeat=k)), dtype=torch.long).reshape(
-        2**k, k
-    )
+    """All ``2^k`` fillings of ``k`` hidden pixels, ``[2^k, k]``, in binary counting order
+    (row i holds the bits of i, the first pixel the most significant).
+
+    Raises:
+        ConfigError: ``k`` above :data:`~seqrnn.layout.MAX_HIDDEN_PIXELS`, before any memory
+            is taken for it.
+    """
+    if k > MAX_HIDDEN_PIXELS:
+        raise ConfigError(
+            f"{k} hidden pixels are too many for exact in-painting: 2^{k} = {2**k:,} fillings; "
+            f"at most {MAX_HIDDEN_PIXELS} per image"
+        )
+    shifts = torch.arange(k - 1, -1, -1)
+    return (torch.arange(2**k)[:, None] >> shifts) & 1
 
 
 @dataclass

@@ -273,7 +273,9 @@ def ship(plan: StudyPlan, runner: Runner) -> list[str]:
                     shutil.copy2(run_dir / ".hydra" / part, target / part)
             write_curve(run_dir, target)  # the report's curves, without the run dir
         if not weights.is_file() or weights.stat().st_mtime < results_file.stat().st_mtime:
-            runner.one(["experiments.export", str(run_dir), "--to", str(plan.pretrained)], None)
+            # newer weights than the shipped ones, trained by this study: replace them
+            export = ["experiments.export", str(run_dir), "--to", str(plan.pretrained), "--force"]
+            runner.one(export, None)
             evaluation.unlink(missing_ok=True)
         # the shipped numbers: re-computed from the shipped weights
         evaluated = plan.out / "evaluate" / name

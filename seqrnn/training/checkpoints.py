@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from seqrnn.errors import CheckpointError
+from seqrnn.errors import CheckpointError, OutputError
+from seqrnn.files import write_atomic
 from seqrnn.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
 from seqrnn.models import TASKS, SequenceModel
 from seqrnn.pretrained import PREFIX, PRETRAINED_DIR, shipped
@@ -66,17 +68,51 @@ def pretrained_path(name: str) -> Path:
     return path
 
 
-def export_weights(source: str | Path, target: str | Path) -> Path:
+def export_weights(source: str | Path, target: str | Path, overwrite: bool = False) -> Path:
     """Write checkpoint (or run dir) ``source`` to ``target`` without optimizer, scheduler,
     callback or loop state: what ``load_from_checkpoint`` and evaluation need, a third of the
-    size. Returns ``target``."""
+    size. Returns ``target``.
+
+    An existing ``target`` is replaced only when ``overwrite``; the file is written whole or not
+    at all (a temporary file, then a rename).
+
+    Raises:
+        CheckpointError: ``source`` is not a checkpoint, or ``target`` exists.
+        OutputError: ``target`` cannot be written (a full disk, a folder that is not writable).
+    """
     source = resolve_checkpoint(source)
     checkpoint = read_checkpoint(source)
     slim = {key: checkpoint[key] for key in SHIPPED_KEYS if key in checkpoint}
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(slim, target)
-    return target
+    if target.exists() and not overwrite:
+        raise CheckpointError(
+            f"{target} exists; --force replaces it, or --to another folder keeps it"
+        )
+    if target.parent.exists() and not target.parent.is_dir():
+        raise OutputError(f"cannot write {target}: {target.parent} is a file, not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write {target}: {err.strerror}") from err
+    return write_atomic(target, lambda out: torch.save(slim, out))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but every checkpoint (best, last, any other) is written to
+    a temporary file and renamed: a full disk or a kill during a save leaves the previous file
+    whole and no temporary file behind, and the failure is one :class:`OutputError` line."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"cannot write {path}: {err.strerror}") from err
+        write_atomic(path, lambda out: torch.save(checkpoint, out))
 
 
 def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:

@@ -65,5 +65,24 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         os.close(fd)
 
 
+def holder_of(run_dir: str | Path) -> str | None:
+    """Who holds the lock of ``run_dir`` now (as its lock file names them), or None when no live
+    process does. Reads only: creates nothing and takes the lock for no longer than the test."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file (or none that can be read): nobody holds it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read(fd) or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> str:
     return os.pread(fd, 4096, 0).decode(errors="replace").strip()
