@@ -37,7 +37,7 @@ BAD = [
     ("train", ["model.head_batchnorm=maybe"], "model.head_batchnorm='maybe' is not allowed"),
     ("train", ["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is not allowed"),
     ("train", ["data.batch_size=100000000"], "data.batch_size=100000000 is not allowed"),
-    ("train", ["units=100000"], "units=100000, layers=1, data.batch_size=16 need about"),
+    ("train", ["units=100000"], "units=100000, layers=1, data.batch_size="),
     ("train", ["trainer.limit_train_batches=-5"], "trainer.limit_train_batches=-5 is not all"),
     ("train", ["model.recurrent_init=xx"], "model.recurrent_init='xx' is not allowed; choose"),
     ("train", ["trainer.max_epoch=1"], "did you mean trainer.max_epochs?"),
@@ -111,7 +111,9 @@ def test_a_bad_value_is_one_line_and_exit_2(
     args = [a.format(**{k: str(v) for k, v in checkpoints.items()}) for a in args]
     out = tmp_path / "out"
     if entry in ("train", "evaluate", "complete", "inpaint", "analyze"):
-        args += [f"data.root={tiny_mnist}", "data.verify=false", "data.val_size=20"]
+        if not any(a.startswith("data.root=") for a in args):
+            args += [f"data.root={tiny_mnist}"]
+        args += ["data.verify=false", "data.val_size=20"]
     if entry == "train":
         args += ["debug=fast"]
     if entry != "gpu_check" and not any(a.startswith("hydra.run.dir=") for a in args):
