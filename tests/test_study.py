@@ -145,10 +145,11 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    # nothing shipped in docs: each run counts at its budget, 2 x 1 h then 2 x 40 min
+    # nothing shipped in docs: each run counts at its budget, 2 x 1 h then 2 x 40 min; the
+    # two 1x32 runs are done, so the two 1x64 runs are left, side by side
     assert lines.pop(0) == (
-        "training at the shipped runs' times, 2 at a time: 1.7 h in one queue "
-        "(3.3 one-worker hours)"
+        "to train: 2 of 4 runs, 1.0 h; the whole plan, at the shipped runs' times, 2 at a "
+        "time: 1.7 h in one queue (3.3 one-worker hours)"
     )
     # the 1-hour budgets (1x64) queue before the 40-minute ones (1x32), which are done
     assert lines[0].startswith("$ python -m experiments.train task=classify cell=gru size=1x64 ")

@@ -138,8 +138,9 @@ def queue_hours(seconds: Sequence[float], workers: int) -> float:
 
 
 def wall_time_line(plan: StudyPlan) -> str:
-    """The plan's training wall time, each run at its shipped run's ``wall_seconds`` (its budget
-    when none is shipped), for both grids in one queue and for each grid alone."""
+    """What is left to train and its wall time, then the whole plan's, each run at its shipped
+    run's ``wall_seconds`` (its budget when none is shipped), for both grids in one queue and
+    for each grid alone."""
     times = {}
     for task, cell, size in queued_runs(plan):
         shipped = plan.docs / task / run_name(task, cell, size) / RESULTS_FILE
@@ -150,9 +151,15 @@ def wall_time_line(plan: StudyPlan) -> str:
         for task in plan.tasks:
             alone = [took for key, took in times.items() if key[0] == task]
             parts.append(f"{task} alone {queue_hours(alone, plan.workers):.1f} h")
+    left = [key for key in times if not plan.finished(*key)]
+    if left:
+        hours = queue_hours([times[key] for key in left], plan.workers)
+        todo = f"to train: {len(left)} of {len(times)} runs, {hours:.1f} h"
+    else:
+        todo = f"to train: nothing, all {len(times)} runs are done or shipped ({plan.docs})"
     return (
-        f"training at the shipped runs' times, {plan.workers} at a time: {', '.join(parts)} "
-        f"({sum(times.values()) / 3600:.1f} one-worker hours)"
+        f"{todo}; the whole plan, at the shipped runs' times, {plan.workers} at a time: "
+        f"{', '.join(parts)} ({sum(times.values()) / 3600:.1f} one-worker hours)"
     )
 
 
@@ -315,7 +322,14 @@ def run_study(plan: StudyPlan) -> None:
     if plan.train:
         runner.queue(training_steps(plan), plan.workers)
     shipped = ship(plan, runner)
-    print(f"shipped: {', '.join(shipped) or 'nothing yet'}", flush=True)
+    if shipped:
+        print(f"shipped: {', '.join(shipped)}", flush=True)
+    else:
+        print(
+            f"shipped: nothing new (no run in {plan.out} has finished; {plan.docs} and "
+            f"{plan.pretrained} keep what was shipped before)",
+            flush=True,
+        )
     # From what is shipped, not from the run dirs: on a machine that has not trained them all
     # (or any), the report still covers every shipped run.
     runner.one(["experiments.report", str(plan.docs), "--out", str(plan.docs)], None)
