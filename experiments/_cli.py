@@ -202,7 +202,7 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
             ".hydra/overrides.yaml (give the dir that `python -m experiments.train` printed)"
         )
     given = {override.key_or_group for _, override in _overrides(argv)}
-    changed = sorted(given & set(MODEL_SHAPE_KEYS))
+    changed = changed_model_keys(argv, run_dir / ".hydra" / "config.yaml")
     if changed:
         fail(
             f"resume={run_dir} cannot change {', '.join(changed)}: a resumed run keeps the "
@@ -220,7 +220,29 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
 
 
 # What a resumed run cannot change: the model its last.ckpt holds, and what its inputs are.
-MODEL_SHAPE_KEYS = ("task", "cell", "size", "units", "layers", "data", "data.order")
+# (A size= that changes the shape is refused by the checkpoint's own check, in one line.)
+MODEL_SHAPE_KEYS = ("task", "cell", "units", "layers", "data.order")
+
+
+def changed_model_keys(argv: list[str], config_file: Path) -> list[str]:
+    """The ``MODEL_SHAPE_KEYS`` that ``argv`` sets to another value than the run's config has
+    (the same value is fine: Lightning's launcher starts its other ranks with the whole
+    command line)."""
+    if not config_file.is_file():
+        return []
+    config = yaml.safe_load(config_file.read_text()) or {}
+    changed = []
+    for _, override in _overrides(argv):
+        key = override.key_or_group
+        if key not in MODEL_SHAPE_KEYS:
+            continue
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if str(node) != override.get_value_element_as_str():
+            changed.append(key)
+    return sorted(changed)
+
 
 # What a recipe sets (conf/recipe): the settings a resumed run keeps from its own config.
 RECIPE_KEYS = (

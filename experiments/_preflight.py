@@ -42,6 +42,7 @@ def check_command(
 ) -> None:
     """Compose each job of the command ``argv`` as Hydra would and check it (the module
     docstring); raise :class:`Refused` with one line for the first problem."""
+    from experiments._cli import first_process
     from seqrnn.errors import SeqRNNError
 
     if PRINTING_FLAGS & set(argv):
@@ -55,7 +56,8 @@ def check_command(
             run_dir = planned_dir(cfg, multirun)
             if run_dir is not None:
                 check_writable(run_dir, "hydra.sweep.dir" if multirun else "hydra.run.dir")
-                if config_name == "train":
+                # (the other ranks of a data-parallel run write into the dir rank 0 holds)
+                if config_name == "train" and first_process():
                     check_not_in_use(run_dir)
             data_root = OmegaConf.select(cfg, "data.root", default=None)
             if data_root:
