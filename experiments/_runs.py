@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -244,6 +243,7 @@ def available_memory() -> int | None:
 def check_run_settings(cfg: DictConfig) -> None:
     """The run settings the library cannot check itself, each a one-line error: the threads,
     the callbacks' configs and the time budget's format, and epochs a rate schedule can end at."""
+    from experiments._options import DURATION
     from seqrnn.errors import ConfigError, require_int
 
     if cfg.threads is not None:
@@ -255,7 +255,7 @@ def check_run_settings(cfg: DictConfig) -> None:
                 "callback's config (a _target_ and its arguments) or null"
             )
     duration = ((cfg.get("callbacks") or {}).get("timer") or {}).get("duration")
-    if isinstance(duration, str) and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", duration.strip()):
+    if isinstance(duration, str) and not DURATION.fullmatch(duration.strip()):
         raise ConfigError(
             f"callbacks.timer.duration={duration!r} is not allowed; give days:hours:minutes:"
             "seconds, DD:HH:MM:SS (e.g. 00:02:15:00), or null for no time budget"
