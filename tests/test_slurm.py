@@ -251,11 +251,9 @@ def test_a_time_limit_saves_requeues_and_goes_on(cluster, tiny_mnist, tmp_path):
     assert_went_on_to_the_straight_runs_weights(files, tiny_mnist, tmp_path)
 
 
-def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
-    cluster, tiny_mnist, tmp_path
-):
-    """The same through hydra/launcher=slurm_cpu (submitit): the time-limit warning submitit
-    asks for (signal_delay_s) is handled by LastCheckpoint, not by submitit's own requeue."""
+def start_paused_sweep(tiny_mnist, tmp_path) -> tuple:
+    """A one-job sweep through hydra/launcher=slurm_cpu whose job pauses at epoch 1, batch 3;
+    returns the sweep dir, the pause marker and the driver process (output in its stdout)."""
     env = job_environment(tmp_path, pauser=PAUSER)
     sweep, marker = tmp_path / "sweep", tmp_path / "paused_at_step"
     driver = subprocess.Popen(
@@ -282,6 +280,15 @@ def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return sweep, marker, driver
+
+
+def test_a_sweep_job_past_its_time_limit_is_requeued_by_its_own_checkpoint(
+    cluster, tiny_mnist, tmp_path
+):
+    """The same through hydra/launcher=slurm_cpu (submitit): the time-limit warning submitit
+    asks for (signal_delay_s) is handled by LastCheckpoint, not by submitit's own requeue."""
+    sweep, marker, driver = start_paused_sweep(tiny_mnist, tmp_path)
     try:
         wait_for(marker.exists, 120, "the job to reach epoch 1, batch 3")
         job = the_queued_job()
@@ -402,6 +409,23 @@ def test_a_cancelled_job_ends_the_sweep_without_sacct(cluster, tiny_mnist, tmp_p
         f"Job {job} (task: 0)" in stderr
         and "has not produced any output (state: CANCELLED)" in stderr
     )
+
+
+def test_a_requeued_sweep_job_cancelled_while_pending_ends_the_sweep(cluster, tiny_mnist, tmp_path):
+    """A job requeued by its time limit and cancelled before it started again: the sweep ends
+    with the job's state instead of waiting for a result that will never come."""
+    sweep, marker, driver = start_paused_sweep(tiny_mnist, tmp_path)
+    try:
+        wait_for(marker.exists, 120, "the job to reach epoch 1, batch 3")
+        job = the_queued_job()
+        bring_the_time_limit_near(job)
+        wait_for(lambda: job_state(job) == "PENDING", 180, "the job to be requeued")
+        subprocess.run(["scancel", job], check=True)
+        output, _ = driver.communicate(timeout=150)
+    finally:
+        driver.kill()
+    assert driver.returncode == 1, output[-3000:]
+    assert f"Job {job} (task: 0)" in output and "(state: CANCELLED)" in output, output[-3000:]
 
 
 BREAKER = textwrap.dedent(
