@@ -275,6 +275,7 @@ TRAIN = {
             "divergence",
             "milestones",
             "timer",
+            "share_cores",
         )
     },
     "callbacks.checkpoint.monitor": MONITOR,
@@ -289,6 +290,8 @@ TRAIN = {
     "callbacks.early_stopping.patience": integer(1),
     "callbacks.lr_monitor.logging_interval": choice("step", "epoch", null=True),
     "callbacks.timer.duration": duration(),
+    "callbacks.share_cores.threads": integer(1, null=True),
+    "callbacks.share_cores.every_seconds": number(at_least=0.1),
     "callbacks.timer.interval": choice("step", "epoch"),
     "logger.tensorboard.name": text(null=True),
     "logger.tensorboard.version": Spec(lambda v: isinstance(v, str | int), "a string"),

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from experiments._cli import fail, quiet_lightning, user_errors
 from experiments._preflight import Refused, check_writable
-from seqrnn.bench import common, cores, inpainting, sampling, stack_backends, train_throughput
+from seqrnn.bench import (
+    common,
+    cores,
+    inpainting,
+    neighbours,
+    sampling,
+    stack_backends,
+    train_throughput,
+)
 
 BENCHMARKS = {
     "stack_backends": stack_backends,
@@ -21,6 +29,7 @@ BENCHMARKS = {
     "sampling": sampling,
     "inpainting": inpainting,
     "cores": cores,
+    "neighbours": neighbours,
 }
 
 

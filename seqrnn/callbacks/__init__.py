@@ -8,7 +8,8 @@ callback on a trainer.
 - :class:`StopOnDivergence`: non-finite gradients (a non-finite loss makes them so) end the
   run, on every rank at the same step (``status: diverged``);
 - :class:`EpochLog`: plain progress lines (every epoch, every few minutes within one) where
-  there is no terminal for a progress bar; :class:`EpochBar`: the bar, counting epochs as they do.
+  there is no terminal for a progress bar; :class:`EpochBar`: the bar, counting epochs as they do;
+- :class:`ShareCores`: torch's threads follow the cores other processes leave free.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from seqrnn.callbacks.epoch_log import EpochBar, EpochLog
 from seqrnn.callbacks.find import find_callback
 from seqrnn.callbacks.last_checkpoint import LastCheckpoint
 from seqrnn.callbacks.milestones import Milestones
+from seqrnn.callbacks.share_cores import ShareCores
 
 __all__ = [
     "EpochBar",
     "EpochLog",
     "LastCheckpoint",
     "Milestones",
+    "ShareCores",
     "StopOnDivergence",
     "find_callback",
 ]

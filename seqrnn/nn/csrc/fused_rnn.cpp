@@ -119,6 +119,27 @@ void backward_gates(scalar_t* carried, const scalar_t* grad_out, int64_t go_stri
   });
 }
 
+// The steps of a chunk run on the calling thread alone. A step's work (a [B, H] x [H, 3H] GEMM
+// and a gate loop over B x H) takes tens of microseconds: split over threads, every step waits
+// at a barrier for all of them, and a thread the scheduler has parked for a busy neighbour
+// (a browser, a second run) holds each of those barriers for a whole time slice, so a run
+// sharing its cores slowed 3-9x. The chunk GEMMs around the steps (thousands of rows) still use
+// every thread: they pay for the barrier.
+class OneThread {
+ public:
+  OneThread() : before_(at::get_num_threads()) {
+    if (before_ > 1) at::set_num_threads(1);
+  }
+  ~OneThread() {
+    if (before_ > 1) at::set_num_threads(before_);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int before_;
+};
+
 // Steps per chunk: about 4096 rows per chunk GEMM, efficient, and small enough to stay in cache.
 int64_t chunk_steps(int64_t batch, int64_t steps) {
   return std::max<int64_t>(1, std::min<int64_t>(steps, 4096 / std::max<int64_t>(batch, 1)));
@@ -267,6 +288,7 @@ at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tens
       const int64_t len = std::min(chunk, steps - c0);
       auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
       at::addmm_out(gi_rows, b_ih, xc.narrow(0, c0, len).view({len * batch, inputs}), w_ih_t);
+      const OneThread steps_alone;
       for (int64_t t = c0; t < c0 + len; ++t) {
         at::mm_out(gh, h, w_hh_t);
         at::Tensor h_new = out[t];
@@ -315,15 +337,18 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
       auto gh_rows = gh.narrow(0, 0, len).view({len * batch, 3 * units});
       at::addmm_out(gi_rows, b_ih, x_rows, w_ih.t());
       at::mm_out(gh_rows, h_prev_rows, w_hh.t());
-      for (int64_t t = c0 + len - 1; t >= c0; --t) {
-        const int64_t k = t - c0;
-        backward_gates<scalar_t>(
-            carried.data_ptr<scalar_t>(), grad_rows.at_step(t), grad_rows.batch_stride,
-            gi[k].data_ptr<scalar_t>(), gh[k].data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(),
-            h_prev_rows.data_ptr<scalar_t>() + k * batch * units, dgi[k].data_ptr<scalar_t>(),
-            dgh[k].data_ptr<scalar_t>(), batch, units);
-        // Through the recurrent weights: carried += dgh [B, 3H] x W_hh [3H, H].
-        carried.addmm_(dgh[k], w_hh);
+      {
+        const OneThread steps_alone;
+        for (int64_t t = c0 + len - 1; t >= c0; --t) {
+          const int64_t k = t - c0;
+          backward_gates<scalar_t>(
+              carried.data_ptr<scalar_t>(), grad_rows.at_step(t), grad_rows.batch_stride,
+              gi[k].data_ptr<scalar_t>(), gh[k].data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(),
+              h_prev_rows.data_ptr<scalar_t>() + k * batch * units, dgi[k].data_ptr<scalar_t>(),
+              dgh[k].data_ptr<scalar_t>(), batch, units);
+          // Through the recurrent weights: carried += dgh [B, 3H] x W_hh [3H, H].
+          carried.addmm_(dgh[k], w_hh);
+        }
       }
       // This chunk's share of the weight gradients, and its input gradient.
       auto dgi_rows = dgi.narrow(0, 0, len).view({len * batch, 3 * units});
@@ -367,6 +392,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0,
       const int64_t first = keep_gates ? s0 : 0;  // the chunk's first row of g
       auto g_rows = g.narrow(0, first, len).view({len * batch, 4 * units});
       at::addmm_out(g_rows, b_ih, xc.narrow(0, s0, len).view({len * batch, inputs}), w_ih.t());
+      const OneThread steps_alone;
       for (int64_t t = s0; t < s0 + len; ++t) {
         at::Tensor g_t = g[first + t - s0];
         g_t.addmm_(h, w_hh_t);  // the input part is not needed again: add in place
@@ -427,15 +453,18 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
         at::addmm_out(g_rows, b_ih, x_rows, w_ih.t());
         g_rows.addmm_(h_prev_rows, w_hh.t());
       }
-      for (int64_t t = s0 + len - 1; t >= s0; --t) {
-        const int64_t k = t - s0;
-        step(
-            carried_h.data_ptr<scalar_t>(), carried_c.data_ptr<scalar_t>(),
-            grad_rows.at_step(t), grad_rows.batch_stride, g_chunk[k].data_ptr<scalar_t>(),
-            b_hh_c.data_ptr<scalar_t>(), c_prev_rows.data_ptr<scalar_t>() + k * batch * units,
-            cells[t].data_ptr<scalar_t>(), dg[k].data_ptr<scalar_t>(), batch, units);
-        // The previous h reaches the loss only through the recurrent weights.
-        at::mm_out(carried_h, dg[k], w_hh);
+      {
+        const OneThread steps_alone;
+        for (int64_t t = s0 + len - 1; t >= s0; --t) {
+          const int64_t k = t - s0;
+          step(
+              carried_h.data_ptr<scalar_t>(), carried_c.data_ptr<scalar_t>(),
+              grad_rows.at_step(t), grad_rows.batch_stride, g_chunk[k].data_ptr<scalar_t>(),
+              b_hh_c.data_ptr<scalar_t>(), c_prev_rows.data_ptr<scalar_t>() + k * batch * units,
+              cells[t].data_ptr<scalar_t>(), dg[k].data_ptr<scalar_t>(), batch, units);
+          // The previous h reaches the loss only through the recurrent weights.
+          at::mm_out(carried_h, dg[k], w_hh);
+        }
       }
       auto dg_rows = dg.narrow(0, 0, len).view({len * batch, 4 * units});
       dw_hh.addmm_(dg_rows.t(), h_prev_rows);
