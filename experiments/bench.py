@@ -11,6 +11,8 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from experiments._cli import fail, quiet_lightning, user_errors
 from experiments._preflight import Refused, check_writable
 from seqrnn.bench import (
@@ -38,7 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", help=f"some of: {', '.join(BENCHMARKS)} (default all)")
     parser.add_argument("--out", default="outputs/bench", help="folder for the JSON reports")
     parser.add_argument("--quick", action="store_true", help="a smoke run of each benchmark")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch's threads (default: torch's own choice)"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads {args.threads}: give a number of threads >= 1")
     quiet_lightning()
     # One Trainer per row: their banners would bury the table.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         check_writable(Path(args.out), "--out")
     except Refused as refused:
         fail(str(refused))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     for name in args.names or BENCHMARKS:
         started = time.perf_counter()
         module = BENCHMARKS[name]

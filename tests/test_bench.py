@@ -42,12 +42,19 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
 
 def test_train_throughput_benchmark_reports_every_way():
     report = train_throughput.run(cells=("gru",), sizes=("1x8",), batch_size=4, batches=2, rounds=3)
-    (row,) = report["rows"]
+    float32, bf16 = report["rows"]
     assert report["rounds"] == 3
-    # the ratios are the quotients of the measured speeds (rounded as reported)
-    assert row["plain_vs_stack"] == pytest.approx(row["plain_seq_s"] / row["stack_seq_s"], abs=0.01)
-    low, mid, high = (row[f"lightning_vs_plain{end}"] for end in ("_min", "", "_max"))
-    assert low <= mid <= high
+    assert (float32["precision"], bf16["precision"]) == ("32-true", "bf16-mixed")
+    for row in (float32, bf16):
+        # the ratios are the quotients of the measured speeds (rounded as reported)
+        assert row["plain_vs_stack"] == pytest.approx(
+            row["plain_seq_s"] / row["stack_seq_s"], abs=0.01
+        )
+        low, mid, high = (row[f"lightning_vs_plain{end}"] for end in ("_min", "", "_max"))
+        assert low <= mid <= high
+    assert bf16["vs_float32"] == pytest.approx(
+        bf16["lightning_seq_s"] / float32["lightning_seq_s"], abs=0.01
+    )
 
 
 def test_train_throughput_ratio_is_the_median_of_interleaved_rounds(monkeypatch):
@@ -56,7 +63,7 @@ def test_train_throughput_ratio_is_the_median_of_interleaved_rounds(monkeypatch)
     lightning_rounds = iter([2.0, 4.0, 1.0])
 
     def measure(name):
-        def seconds(model, loader):
+        def seconds(model, loader, precision):
             calls.append(name)
             value = {"stack": 0.5, "plain": 1.0}.get(name) or next(lightning_rounds)
             return [value] * 3
@@ -66,7 +73,9 @@ def test_train_throughput_ratio_is_the_median_of_interleaved_rounds(monkeypatch)
     monkeypatch.setattr(
         train_throughput, "MEASURES", {n: measure(n) for n in train_throughput.MEASURES}
     )
-    report = train_throughput.run(cells=("gru",), sizes=("1x8",), batch_size=4, rounds=3)
+    report = train_throughput.run(
+        cells=("gru",), sizes=("1x8",), batch_size=4, rounds=3, precisions=("32-true",)
+    )
     (row,) = report["rows"]
     assert calls == ["stack", "plain", "lightning"] * 3  # interleaved, round by round
     # per round lightning / plain (as speeds): 0.5, 0.25, 1.0
@@ -75,35 +84,68 @@ def test_train_throughput_ratio_is_the_median_of_interleaved_rounds(monkeypatch)
     assert (row["stack_seq_s"], row["plain_seq_s"], row["plain_vs_stack"]) == (8.0, 4.0, 0.5)
 
 
+def test_train_throughput_interleaves_the_precisions_in_each_round(monkeypatch):
+    calls = []
+
+    def measure(name):
+        def seconds(model, loader, precision):
+            calls.append((name, precision))
+            return [{"32-true": 1.0, "bf16-mixed": 0.5}[precision]] * 3
+
+        return seconds
+
+    monkeypatch.setattr(
+        train_throughput, "MEASURES", {n: measure(n) for n in train_throughput.MEASURES}
+    )
+    report = train_throughput.run(cells=("gru",), sizes=("1x8",), batch_size=4, rounds=2)
+    one_round = [(n, p) for p in ("32-true", "bf16-mixed") for n in ("stack", "plain", "lightning")]
+    assert calls == one_round * 2
+    assert [row["lightning_seq_s"] for row in report["rows"]] == [4.0, 8.0]
+    assert report["rows"][1]["vs_float32"] == 2.0 and "vs_float32" not in report["rows"][0]
+
+
 def test_stack_backends_reports_each_fused_row_against_torch(monkeypatch):
     from seqrnn.bench import stack_backends
 
     if stack_backends.extension() is None:
         pytest.skip("the fused kernels are not built here (no compiler)")
-    # fake speeds by backend and whether an LSTM's gates are kept (None: the torch module)
+    # fake speeds by backend and whether an LSTM's gates are kept (None: the torch module);
+    # bfloat16 autocast doubles a fused row's
     speeds = {("torch", None): 100.0, ("fused", False): 250.0, ("fused", True): 300.0}
+    factor = {"32-true": 1.0, "bf16-mixed": 2.0}
     measured = []
 
     def fake_seconds(stacks, proj, batch, repeats):
-        measured.append([(stack.cell, stack.backend, keep) for stack, keep in stacks])
-        return [batch / speeds[stack.backend, keep] for stack, keep in stacks]
+        measured.append([(s.cell, s.backend, keep, p) for s, keep, p in stacks])
+        return [batch / (speeds[s.backend, keep] * factor[p]) for s, keep, p in stacks]
 
     monkeypatch.setattr(stack_backends, "gemm_gflops", lambda: 1000.0)
     monkeypatch.setattr(stack_backends, "seconds_per_batch", fake_seconds)
     report = stack_backends.run(sizes=("1x8",), batches=(4,), repeats=1)
-    # each cell's variants are measured together (interleaved); an LSTM's fused path twice
+    # each cell's variants are measured together (interleaved); an LSTM's fused path twice,
+    # each fused path in both precisions
+    f32, bf16 = "32-true", "bf16-mixed"
     assert measured == [
-        [("gru", "torch", None), ("gru", "fused", False)],
-        [("lstm", "torch", None), ("lstm", "fused", False), ("lstm", "fused", True)],
+        [("gru", "torch", None, f32), ("gru", "fused", False, f32), ("gru", "fused", False, bf16)],
+        [
+            ("lstm", "torch", None, f32),
+            ("lstm", "fused", False, f32),
+            ("lstm", "fused", False, bf16),
+            ("lstm", "fused", True, f32),
+            ("lstm", "fused", True, bf16),
+        ],
     ]
-    rows = {(r["cell"], r["backend"], r["gates"]): r for r in report["rows"]}
-    assert rows["gru", "fused", "recomputed"]["vs_torch"] == 2.5
-    assert rows["lstm", "fused", "recomputed"]["vs_torch"] == 2.5
-    assert rows["lstm", "fused", "kept"]["vs_torch"] == 3.0
-    assert "vs_torch" not in rows["lstm", "torch", "–"]
+    rows = {(r["cell"], r["backend"], r["gates"], r["precision"]): r for r in report["rows"]}
+    assert rows["gru", "fused", "recomputed", f32]["vs_torch"] == 2.5
+    assert rows["lstm", "fused", "recomputed", f32]["vs_torch"] == 2.5
+    assert rows["lstm", "fused", "kept", f32]["vs_torch"] == 3.0
+    assert rows["lstm", "fused", "kept", bf16]["vs_torch"] == 6.0
+    assert rows["lstm", "fused", "kept", bf16]["vs_float32"] == 2.0
+    assert "vs_float32" not in rows["lstm", "fused", "kept", f32]
+    assert "vs_torch" not in rows["lstm", "torch", "–", f32]
     # share of the GEMM rate: seq/s x useful FLOPs over the measured rate
     flops = stack_backends.useful_flops("lstm", 1, 8)
-    assert rows["lstm", "torch", "–"]["of_gemm_limit"] == round(100 * flops / 1e9 / 1000, 3)
+    assert rows["lstm", "torch", "–", f32]["of_gemm_limit"] == round(100 * flops / 1e9 / 1000, 3)
 
 
 def test_stack_backends_interleaves_the_variants_round_by_round():
@@ -126,7 +168,11 @@ def test_stack_backends_interleaves_the_variants_round_by_round():
         def top_output(self, state):
             return state
 
-    stacks = [(Recorder("torch"), None), (Recorder("a"), False), (Recorder("b"), True)]
+    stacks = [
+        (Recorder("torch"), None, "32-true"),
+        (Recorder("a"), False, "32-true"),
+        (Recorder("b"), True, "bf16-mixed"),
+    ]
     seconds = stack_backends.seconds_per_batch(stacks, None, batch=2, repeats=3)
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
     one_round = [("torch", False), ("a", False), ("b", True)]  # warm-up, then three rounds

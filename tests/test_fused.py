@@ -1,5 +1,5 @@
 """The fused CPU GRU and LSTM against nn.GRU and nn.LSTM: values, gradients, gradcheck,
-training, selection, fallback, and the forward without autograd."""
+training, selection, fallback, the forward without autograd, and the bfloat16 GEMMs."""
 
 import os
 import shutil
@@ -198,7 +198,8 @@ def test_gradcheck_in_float64(keep):
         start = [torch.randn(2, 4, dtype=torch.float64, requires_grad=True) for _ in range(states)]
         with gates_kept(keep):
             assert torch.autograd.gradcheck(
-                lambda *args, layer=layer: layer.apply(*args, module), (x, *start, *weights)
+                lambda *args, layer=layer: layer.apply(*args, module, False),
+                (x, *start, *weights),
             )
 
 
@@ -297,3 +298,106 @@ def test_the_first_use_may_come_inside_inference_mode(monkeypatch):
     with torch.inference_mode():
         out, _ = RecurrentStack("gru", 3, 4)(torch.randn(2, 5, 3))
     assert fused._extension is not None and out.shape == (2, 5, 4)
+
+
+# bfloat16 keeps 8 significant bits: one rounding is off by at most U = 2^-8 of the value.
+BF16_U = 2.0**-8
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """|got - want| / |want| over the whole tensor (Frobenius norms), in float64."""
+    return ((got.double() - want).norm() / want.norm()).item()
+
+
+def outputs_and_gradients(stack, x, layers, bf16: bool, dtype=torch.float32):
+    """out, the final state and every gradient of a loss that reads both, on the stack's own
+    backend, with the forward under bfloat16 autocast or not."""
+    stack.zero_grad()
+    x.grad = None
+    torch.manual_seed(1)
+    parts, state = initial_state(stack.cell, layers, x.shape[0], stack.units, dtype=dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out, final = stack(x, state)
+    finals = list(final) if isinstance(final, tuple) else [final]
+    assert out.dtype == dtype and all(f.dtype == dtype for f in finals)
+    loss = out.square().sum() + sum((f * (3 + i)).sum() for i, f in enumerate(finals))
+    loss.backward()
+    values = [out.detach(), *(f.detach() for f in finals)]
+    return values, [x.grad, *(p.grad for p in parts), *(p.grad for p in stack.parameters())]
+
+
+@pytest.mark.parametrize(("cell", "keep"), VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("layers", [1, 3])
+def test_bf16_gemms_are_within_bf16_precision_of_float64(cell, keep, layers):
+    """784 steps of 64 units (the narrowest layer that uses bfloat16 GEMMs): outputs and final
+    states within 2U of the float64 answer, every gradient within 4U (relative, over the whole
+    tensor). Each GEMM rounds its product once (U); the recurrence contracts what earlier steps
+    added, and three layers compound theirs: measured up to 1.1U and 2.1U. The float32 kernels
+    are a hundred times closer, which shows the bfloat16 path is the one that ran."""
+    torch.manual_seed(layers)
+    stack = RecurrentStack(cell, 1, 64, layers, backend="fused")
+    exact = RecurrentStack(cell, 1, 64, layers, backend="torch").double()
+    exact.load_state_dict(stack.state_dict())
+    x = torch.randint(0, 2, (2, 784, 1)).float().requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    truth = outputs_and_gradients(exact, x64, layers, bf16=False, dtype=torch.float64)
+    with gates_kept(keep):
+        mixed = outputs_and_gradients(stack, x, layers, bf16=True)
+        full = outputs_and_gradients(stack, x, layers, bf16=False)
+    for kind, bound in ((0, 2 * BF16_U), (1, 4 * BF16_U)):
+        errors = [relative_error(a, t) for a, t in zip(mixed[kind], truth[kind], strict=True)]
+        float32 = [relative_error(a, t) for a, t in zip(full[kind], truth[kind], strict=True)]
+        assert max(errors) <= bound, (kind, errors)
+        assert max(float32) * 100 < max(errors), (kind, float32, errors)
+
+
+def test_bf16_stays_off_below_its_width_and_under_float16():
+    torch.manual_seed(0)
+    x = torch.randint(0, 2, (2, 50, 1)).float()
+    narrow = RecurrentStack("gru", 1, fused.BF16_FROM_UNITS - 1, backend="fused")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.bf16_gemms(x, narrow.units)
+        out, _ = narrow(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, narrow(x)[0], atol=0, rtol=0)  # float32 all through
+    wide = RecurrentStack("lstm", 1, fused.BF16_FROM_UNITS, backend="fused")
+    want = wide.rnn(x)[0]
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert not fused.bf16_gemms(x, wide.units)
+        got = wide(x)[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)  # float32 all through
+
+
+def test_a_bf16_mixed_training_run_uses_the_fused_kernels_and_learns(tiny_mnist, tmp_path):
+    """trainer.precision=bf16-mixed on a CPU: no fallback to nn.GRU (no self-check warning), the
+    backward runs its GEMMs in bfloat16, the loss on the training images falls, and the
+    checkpoint holds float32 weights that a float32 model on nn.GRU loads and computes alike."""
+    from conftest import quiet_trainer, tiny_rows
+
+    module, flags = extension(), []
+    backward = module.gru_backward
+    L.seed_everything(0, verbose=False)
+    data = tiny_rows(tiny_mnist)
+    data.setup("fit")
+    x, y = next(iter(data.train_dataloader()))
+    model = SequenceClassifier(in_features=28, cell="gru", units=64, lr=1e-2, backend="fused")
+
+    def loss() -> float:
+        with torch.no_grad():
+            return nn.functional.cross_entropy(model(x.float()), y).item()
+
+    before = loss()
+    trainer = quiet_trainer(max_epochs=4, limit_val_batches=0, precision="bf16-mixed")
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.filterwarnings("error", message="fused CPU RNN")
+        patch.setattr(module, "gru_backward", lambda *a: flags.append(a[-1]) or backward(*a))
+        trainer.fit(model, datamodule=data)
+    assert flags and all(flags), "the backward did not run its GEMMs in bfloat16"
+    assert loss() < 0.8 * before
+    trainer.save_checkpoint(tmp_path / "bf16.ckpt")
+    saved = torch.load(tmp_path / "bf16.ckpt", weights_only=False)["state_dict"]
+    assert {t.dtype for t in saved.values() if t.is_floating_point()} == {torch.float32}
+    plain = SequenceClassifier(in_features=28, cell="gru", units=64, backend="torch")
+    plain.load_state_dict(saved)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(x.float()), plain(x.float()), atol=1e-5, rtol=1e-4)

@@ -16,6 +16,10 @@ change in the machine's speed during the run touches all three alike; each figur
 batch time over all rounds (after ``warmup`` batches a round), and ``lightning / plain`` is
 also given per round: its median and its spread (min, max) say whether a difference is real.
 ``plain / stack`` is what the rest of the model and the optimizer cost on top of the recurrence.
+
+Each row comes in every precision of ``precisions`` (``32-true``; ``bf16-mixed``: the forward
+under bfloat16 autocast, as ``trainer.precision=bf16-mixed`` trains), interleaved with the
+others in the same rounds; ``vs_float32`` is a bf16 row's Lightning speed over the float32 row's.
 """
 
 from __future__ import annotations
@@ -63,18 +67,29 @@ def _batch_seconds(step, batches, dev: torch.device) -> list[float]:
     return times
 
 
-def stack_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[float]:
+def autocast(dev: torch.device, precision: str):
+    """The autocast region a forward runs in at ``precision`` (off at 32-true)."""
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+def stack_seconds(
+    model: SequenceClassifier, loader: SequenceBatches, precision: str
+) -> list[float]:
     dev = model.device
     inputs = [x.to(dev) for x, _ in loader]
 
     def step(x):
-        _, state = model.encode(x.float())
-        model.stack.top_output(state).sum().backward()
+        with autocast(dev, precision):
+            _, state = model.encode(x.float())
+            loss = model.stack.top_output(state).float().sum()
+        loss.backward()
 
     return _batch_seconds(step, inputs, dev)
 
 
-def plain_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[float]:
+def plain_seconds(
+    model: SequenceClassifier, loader: SequenceBatches, precision: str
+) -> list[float]:
     dev = model.device
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     times, iterator = [], iter(loader)
@@ -83,7 +98,8 @@ def plain_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[fl
         start = time.perf_counter()
         x, y = next(iterator)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x.to(dev)), y.to(dev))
+        with autocast(dev, precision):
+            loss = F.cross_entropy(model(x.to(dev)), y.to(dev))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -103,11 +119,14 @@ class _BatchClock(L.Callback):
         self.ends.append(time.perf_counter())
 
 
-def lightning_seconds(model: SequenceClassifier, loader: SequenceBatches) -> list[float]:
+def lightning_seconds(
+    model: SequenceClassifier, loader: SequenceBatches, precision: str
+) -> list[float]:
     clock = _BatchClock()
     trainer = L.Trainer(
         accelerator="auto",
         devices=1,
+        precision=precision,
         max_epochs=1,
         limit_val_batches=0,
         logger=False,
@@ -125,6 +144,7 @@ def lightning_seconds(model: SequenceClassifier, loader: SequenceBatches) -> lis
 
 
 MEASURES = {"stack": stack_seconds, "plain": plain_seconds, "lightning": lightning_seconds}
+PRECISIONS = ("32-true", "bf16-mixed")
 
 
 def run(
@@ -134,6 +154,7 @@ def run(
     batches: int = 3,
     warmup: int = 1,
     rounds: int = 3,
+    precisions=PRECISIONS,
 ) -> dict[str, Any]:
     """Measure every cell x size; returns ``{"rows": [...], ...}`` for the JSON report."""
     dev = device()
@@ -142,36 +163,46 @@ def run(
     for cell in cells:
         for size in sizes:
             layers, units = parse_size(size)
+            cases = [(name, precision) for precision in precisions for name in MEASURES]
             models = {}
-            for name in MEASURES:
+            for case in cases:
                 torch.manual_seed(0)
-                models[name] = SequenceClassifier(
+                models[case] = SequenceClassifier(
                     cell=cell, units=units, layers=layers, head_batchnorm=True
                 ).to(dev)
-            seconds: dict[str, list[float]] = {name: [] for name in MEASURES}
-            ratios = []
+            seconds: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
+            ratios: dict[str, list[float]] = {precision: [] for precision in precisions}
             for _ in range(rounds):
                 medians = {}
-                for name, measure in MEASURES.items():
-                    times = measure(models[name], loader)[warmup:]
-                    seconds[name] += times
-                    medians[name] = statistics.median(times)
-                ratios.append(medians["plain"] / medians["lightning"])
-            row: dict[str, Any] = {"cell": cell, "size": size}
-            for name in MEASURES:
-                row[f"{name}_seq_s"] = round(batch_size / statistics.median(seconds[name]), 1)
-            row["lightning_vs_plain"] = round(statistics.median(ratios), 3)
-            row["lightning_vs_plain_min"] = round(min(ratios), 3)
-            row["lightning_vs_plain_max"] = round(max(ratios), 3)
-            row["plain_vs_stack"] = round(row["plain_seq_s"] / row["stack_seq_s"], 3)
-            rows.append(row)
-            print(
-                f"{cell} {size}: stack {row['stack_seq_s']}, plain {row['plain_seq_s']}, "
-                f"lightning {row['lightning_seq_s']} sequences/s; lightning/plain "
-                f"{row['lightning_vs_plain']} ({row['lightning_vs_plain_min']}-"
-                f"{row['lightning_vs_plain_max']})",
-                flush=True,
-            )
+                for case in cases:
+                    name, precision = case
+                    times = MEASURES[name](models[case], loader, precision)[warmup:]
+                    seconds[case] += times
+                    medians[case] = statistics.median(times)
+                for precision in precisions:
+                    plain, lightning = medians["plain", precision], medians["lightning", precision]
+                    ratios[precision].append(plain / lightning)
+            for precision in precisions:
+                row: dict[str, Any] = {"cell": cell, "size": size, "precision": precision}
+                for name in MEASURES:
+                    median = statistics.median(seconds[name, precision])
+                    row[f"{name}_seq_s"] = round(batch_size / median, 1)
+                row["lightning_vs_plain"] = round(statistics.median(ratios[precision]), 3)
+                row["lightning_vs_plain_min"] = round(min(ratios[precision]), 3)
+                row["lightning_vs_plain_max"] = round(max(ratios[precision]), 3)
+                row["plain_vs_stack"] = round(row["plain_seq_s"] / row["stack_seq_s"], 3)
+                if precision != "32-true" and "32-true" in precisions:
+                    # the float32 row of this cell and size, appended just before
+                    base = rows[precisions.index("32-true") - precisions.index(precision)]
+                    row["vs_float32"] = round(row["lightning_seq_s"] / base["lightning_seq_s"], 2)
+                rows.append(row)
+                print(
+                    f"{cell} {size} {precision}: stack {row['stack_seq_s']}, plain "
+                    f"{row['plain_seq_s']}, lightning {row['lightning_seq_s']} sequences/s; "
+                    f"lightning/plain {row['lightning_vs_plain']} "
+                    f"({row['lightning_vs_plain_min']}-{row['lightning_vs_plain_max']})",
+                    flush=True,
+                )
     return {
         "batch_size": batch_size,
         "batches": batches,

@@ -15,6 +15,12 @@ stands in for, so ``state_dict`` and checkpoints are unchanged.
 Without gradients (evaluation, ``log_prob``, in-painting) the forward alone runs, and nothing
 is kept for a backward.
 
+Under CPU autocast to bfloat16 (Lightning's ``trainer.precision=bf16-mixed``) the kernels run
+the GEMMs of layers of 64 units or more in bfloat16 (float32 accumulation inside each GEMM) and
+everything else in float32: states, gates, the LSTM cell, the sums of the weight gradients;
+parameters, outputs and gradients stay float32 (:func:`bf16_gemms`). Narrower layers, and
+float16 autocast, compute in float32.
+
 If the compiler or the build is unavailable, or the built kernels fail their check against
 ``nn.GRU`` and ``nn.LSTM``, :func:`extension` says so in one warning line and returns None;
 callers then use the torch modules.
@@ -81,17 +87,10 @@ def _build() -> ModuleType | None:
         )
         return None
     if not _agrees_with_torch(module):
-        mixed = torch.is_autocast_enabled("cpu")
-        why = (
-            " (under mixed precision on a CPU, trainer.precision=16-mixed or bf16-mixed, the "
-            "fused kernels compute in float32 and the reference does not; trainer.precision="
-            "32-true keeps the fused kernels)"
-            if mixed
-            else " (a miscompiled build: SEQRNN_VERBOSE_BUILD=1 shows the compiler's output)"
-        )
         warnings.warn(
             "fused CPU RNN disagrees with nn.GRU / nn.LSTM on a self-check; training and "
-            f"evaluation use nn.GRU / nn.LSTM instead, slower on a CPU{why}",
+            "evaluation use nn.GRU / nn.LSTM instead, slower on a CPU (a miscompiled build: "
+            "SEQRNN_VERBOSE_BUILD=1 shows the compiler's output)",
             stacklevel=3,
         )
         return None
@@ -124,9 +123,15 @@ def _build_lock(name: str) -> Iterator[Path]:
 def _agrees_with_torch(module: ModuleType) -> bool:
     """Forward and gradients of a small random case of each cell against the torch modules (a
     guard against a miscompiled build; the tests check much more). The first use may come inside
-    an evaluation (no_grad or inference mode): the check needs gradients all the same."""
+    an evaluation (no_grad or inference mode), or under autocast: the check needs gradients
+    and float32 all the same."""
     # fork_rng: the check draws random weights without moving the caller's random stream.
-    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        torch.random.fork_rng(),
+        torch.autocast("cpu", enabled=False),
+    ):
         return all(_compare_with_torch(module, rnn_class) for rnn_class in (nn.GRU, nn.LSTM))
 
 
@@ -173,6 +178,24 @@ def gates_kept(keep: bool | None) -> Iterator[None]:
         _kept_by_choice = before
 
 
+# From this width on, a layer's GEMMs run in bfloat16 under bfloat16 autocast. Below it the step's
+# GEMM is too small to gain (forward + backward at batch 128, one thread, bfloat16 over float32:
+# 0.86x at 32 units, 1.0-1.05x at 48, 1.2x at 64, 1.4-1.5x at 128; make bench ARGS=stack_backends).
+BF16_FROM_UNITS = 64
+
+
+def bf16_gemms(x: torch.Tensor, units: int) -> bool:
+    """Whether the fused kernels run the GEMMs of a layer of ``units`` in bfloat16 for ``x``:
+    on the CPU, under autocast to bfloat16 (``trainer.precision=bf16-mixed``), from
+    :data:`BF16_FROM_UNITS` units on."""
+    return (
+        x.device.type == "cpu"
+        and units >= BF16_FROM_UNITS
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
 def _output_grad(grad_out: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
     """The gradient reaching a layer's outputs ``[T, B, H]``, or an empty tensor when none does
     (a classifier reads only the final state): the kernels then read one row of zeros, where
@@ -185,10 +208,10 @@ class FusedGRULayer(torch.autograd.Function):
     ``out [T, B, H]``, ``h_T [B, H]``."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, module):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, module, bf16):
         x = x.contiguous()
-        out = module.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
-        ctx.module = module
+        out = module.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, bf16)
+        ctx.module, ctx.bf16 = module, bf16
         # Only the outputs are kept: the backward recomputes the gates from them.
         ctx.save_for_backward(x, h0, out, w_ih, w_hh, b_ih, b_hh)
         ctx.set_materialize_grads(False)  # see _output_grad
@@ -200,9 +223,9 @@ class FusedGRULayer(torch.autograd.Function):
         x, h0, out, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
         grad_h = torch.zeros_like(h0) if grad_h is None else grad_h
         grads = ctx.module.gru_backward(
-            _output_grad(grad_out, out), grad_h, x, h0, out, w_ih, w_hh, b_ih, b_hh
+            _output_grad(grad_out, out), grad_h, x, h0, out, w_ih, w_hh, b_ih, b_hh, ctx.bf16
         )
-        return *grads, None
+        return *grads, None, None
 
 
 class FusedLSTMLayer(torch.autograd.Function):
@@ -210,11 +233,11 @@ class FusedLSTMLayer(torch.autograd.Function):
     ``out [T, B, H]``, ``h_T, c_T [B, H]``."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, module):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, module, bf16):
         x = x.contiguous()
         keep = keeps_gates(h0.shape[-1])
-        out, cells, gates = module.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep)
-        ctx.module = module
+        out, cells, gates = module.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, bf16)
+        ctx.module, ctx.bf16 = module, bf16
         # The outputs and cell states are kept, and the gates when keeps_gates says so; else
         # the backward recomputes them.
         ctx.save_for_backward(x, h0, c0, out, cells, gates, w_ih, w_hh, b_ih, b_hh)
@@ -241,21 +264,22 @@ class FusedLSTMLayer(torch.autograd.Function):
             w_hh,
             b_ih,
             b_hh,
+            ctx.bf16,
         )
-        return *grads, None
+        return *grads, None, None
 
 
-def _run_layer(module, x, state, weights, lstm: bool):
+def _run_layer(module, x, state, weights, lstm: bool, bf16: bool):
     """One layer, through autograd when anything needs a gradient, else the forward alone."""
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *weights))
     if lstm:
         if needs_grad:
-            return FusedLSTMLayer.apply(x, *state, *weights, module)
-        out, cells, _ = module.lstm_forward(x.contiguous(), *state, *weights, False)
+            return FusedLSTMLayer.apply(x, *state, *weights, module, bf16)
+        out, cells, _ = module.lstm_forward(x.contiguous(), *state, *weights, False, bf16)
         return out, out[-1], cells[-1]
     if needs_grad:
-        return FusedGRULayer.apply(x, *state, *weights, module)
-    out = module.gru_forward(x.contiguous(), *state, *weights)
+        return FusedGRULayer.apply(x, *state, *weights, module, bf16)
+    out = module.gru_forward(x.contiguous(), *state, *weights, bf16)
     return out, out[-1]
 
 
@@ -273,9 +297,27 @@ def run_fused(
     ``W_ih (A x + a) + b_ih = (W_ih A) x + (W_ih a + b_ih)``; autograd carries the gradients
     back to ``W_ih``, ``A`` and ``a`` through those two small products.
 
+    Under CPU autocast to bfloat16 the kernels run their GEMMs in bfloat16 (:func:`bf16_gemms`);
+    autocast itself is off inside, so the folded weights, the kernels' other ATen calls and the
+    outputs stay float32 (autocast would round them all to bfloat16, or to float16).
+
     Shapes: ``x [B, T, F]``; state and the returned state as ``rnn``'s (GRU ``h``, LSTM
     ``(h, c)``, each ``[L, B, H]``); returns ``out [B, T, H]`` and the final state.
     """
+    bf16 = bf16_gemms(x, rnn.hidden_size)
+    autocast = torch.is_autocast_enabled("cpu")
+    with torch.autocast("cpu", enabled=False):
+        if autocast:  # what an autocast region before may have left in a lower precision
+            x = x.float()
+            if state is not None:
+                state = (
+                    tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+                )
+        return _run_stack(rnn, x, state, module, input_proj, bf16)
+
+
+def _run_stack(rnn, x, state, module, input_proj, bf16):
+    """:func:`run_fused`'s layers, with autocast off."""
     lstm = isinstance(rnn, nn.LSTM)
     layers, units = rnn.num_layers, rnn.hidden_size
     if state is None:
@@ -294,7 +336,7 @@ def run_fused(
             weights[0] = w_ih @ input_proj.weight
             weights[2] = b_ih if input_proj.bias is None else w_ih @ input_proj.bias + b_ih
         start = [s[layer].contiguous() for s in per_layer]
-        out, *final = _run_layer(module, inputs, start, weights, lstm)
+        out, *final = _run_layer(module, inputs, start, weights, lstm, bf16)
         finals.append(final)
         if layer + 1 < layers and rnn.dropout > 0 and rnn.training:
             out = nn.functional.dropout(out, rnn.dropout, training=True)

@@ -20,15 +20,112 @@
 // steps at a time, with GEMMs that run at full speed (rather than saving 3H or 4H numbers per
 // step and reading them back). Only a wide LSTM gains from keeping its activated gates instead
 // (the caller chooses: keep_gates), which saves a GEMM per chunk and four exp/tanh per unit.
+//
+// Mixed precision (bf16 = true, float32 tensors only): every GEMM reads bfloat16 copies of its
+// operands and writes bfloat16 (oneDNN accumulates in float32 inside; a CPU GEMM with bfloat16
+// inputs cannot write float32). The per-step GEMM then runs about twice as fast, and the
+// kernels keep everything else in float32: states, cell states, gates and their gradients in
+// the gate loops, the weight gradients' sums over chunks and the bias gradients. The step loops
+// read the bfloat16 products (mm_t) directly and write the bfloat16 copy of the new state the
+// next step's GEMM reads, so no extra pass converts them.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
+
+// Whether the GEMMs run in a narrower type (mm_t) than the gate arithmetic (scalar_t).
+template <typename scalar_t, typename mm_t>
+constexpr bool kMixed = !std::is_same_v<scalar_t, mm_t>;
+
+// Conversions in the gate loops, written on the bits so that the compiler vectorizes them
+// (c10::BFloat16's own, with its branch for NaN, kept the loops scalar and the bf16 path slower
+// than float32): round to nearest even; -ffast-math assumes no NaNs anyway.
+template <typename out_t, typename in_t>
+inline out_t widen(in_t v) {
+  if constexpr (std::is_same_v<in_t, at::BFloat16>) {
+    const uint32_t bits = uint32_t(v.x) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  } else {
+    return out_t(v);
+  }
+}
+
+template <typename out_t, typename in_t>
+inline out_t narrow_to(in_t v) {
+  if constexpr (std::is_same_v<out_t, at::BFloat16>) {
+    const float f = v;
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    return at::BFloat16(uint16_t(bits >> 16), at::BFloat16::from_bits());
+  } else {
+    return out_t(v);
+  }
+}
+
+// out (scalar_t) = a @ b, a and b of mm_t.
+void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
+  if (out.scalar_type() == a.scalar_type()) {
+    at::mm_out(out, a, b);
+  } else {
+    out.copy_(at::mm(a, b));
+  }
+}
+
+// acc (scalar_t) += a @ b, a and b of mm_t.
+void addmm_into(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
+  if (acc.scalar_type() == a.scalar_type()) {
+    acc.addmm_(a, b);
+  } else {
+    acc.add_(at::mm(a, b));
+  }
+}
+
+// out (scalar_t) = bias + x @ w_t: a chunk's input projection, x and w_t of mm_t.
+void project_into(at::Tensor out, const at::Tensor& bias, const at::Tensor& x,
+                  const at::Tensor& w_t) {
+  if (out.scalar_type() == x.scalar_type()) {
+    at::addmm_out(out, bias, x, w_t);
+  } else {
+    at::add_out(out, at::mm(x, w_t), bias);
+  }
+}
+
+// Mixed: a chunk's input projection runs in bfloat16 only from this many inputs per step on.
+// With one input (the pixel) it is a rank-1 update bound by memory, which bfloat16 (a product
+// in bfloat16, then added to the bias in float32) made 3.5x slower: 1.0 ms against 0.28 for
+// [4096 x 1] x [1 x 512] at one thread; at 32 inputs the two cost the same, at 128 bfloat16
+// is 1.5x faster. The input gradients (dx, dW_ih) are bfloat16 GEMMs at every width.
+constexpr int64_t kMixedProjectionFromInputs = 32;
+
+// The operands of a chunk's input projection: x [T, B, I] and W_ih^T, as float32 or, mixed and
+// wide, their bfloat16 copies (x_mm, w_ih_mm).
+template <typename scalar_t, typename mm_t>
+std::pair<at::Tensor, at::Tensor> projection_operands(const at::Tensor& x, const at::Tensor& x_mm,
+                                                      const at::Tensor& w_ih,
+                                                      const at::Tensor& w_ih_mm) {
+  if (kMixed<scalar_t, mm_t> && x.size(2) < kMixedProjectionFromInputs) {
+    return {x.contiguous(), w_ih.t()};
+  }
+  return {x_mm, w_ih_mm.t()};
+}
+
+// A tensor as the GEMMs read it: itself, or its bfloat16 copy in mixed precision.
+template <typename mm_t>
+at::Tensor for_mm(const at::Tensor& t) {
+  return t.to(c10::CppTypeToScalarType<mm_t>::value);
+}
 
 template <typename scalar_t>
 inline scalar_t sigmoid(scalar_t v) {
@@ -45,34 +142,37 @@ struct Gates {
   scalar_t r, z, hn, n;
 };
 
-template <typename scalar_t>
-inline Gates<scalar_t> gates_at(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
+template <typename scalar_t, typename mm_t>
+inline Gates<scalar_t> gates_at(const scalar_t* gi, const mm_t* gh, const scalar_t* b_hh,
                                 int64_t units, int64_t j) {
   Gates<scalar_t> a;
-  a.r = sigmoid(gi[j] + gh[j] + b_hh[j]);
-  a.z = sigmoid(gi[units + j] + gh[units + j] + b_hh[units + j]);
-  a.hn = gh[2 * units + j] + b_hh[2 * units + j];
+  a.r = sigmoid(gi[j] + widen<scalar_t>(gh[j]) + b_hh[j]);
+  a.z = sigmoid(gi[units + j] + widen<scalar_t>(gh[units + j]) + b_hh[units + j]);
+  a.hn = widen<scalar_t>(gh[2 * units + j]) + b_hh[2 * units + j];
   a.n = std::tanh(gi[2 * units + j] + a.r * a.hn);
   return a;
 }
 
 // Forward gates of one step: gi [B, 3H] (input part, b_ih included), gh [B, 3H] (W_hh h, no
 // bias: b_hh [3H] is added here, which saves a copy of it per step) and the previous state
-// h [B, H] -> the new state h_new [B, H].
-template <typename scalar_t>
-void forward_gates(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh, const scalar_t* h,
-                   scalar_t* h_new, int64_t batch, int64_t units) {
+// h [B, H] -> the new state h_new [B, H] (and, mixed, its copy h_mm for the next GEMM).
+template <typename scalar_t, typename mm_t>
+void forward_gates(const scalar_t* gi, const mm_t* gh, const scalar_t* b_hh, const scalar_t* h,
+                   scalar_t* h_new, mm_t* h_mm, int64_t batch, int64_t units) {
   const int64_t g = 3 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* gi_b = gi + b * g;
-      const scalar_t* gh_b = gh + b * g;
+      const mm_t* gh_b = gh + b * g;
       const scalar_t* h_b = h + b * units;
       scalar_t* out_b = h_new + b * units;
+      mm_t* mm_b = h_mm + b * units;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
         const Gates<scalar_t> a = gates_at(gi_b, gh_b, b_hh, units, j);
-        out_b[j] = (scalar_t(1) - a.z) * a.n + a.z * h_b[j];
+        const scalar_t value = (scalar_t(1) - a.z) * a.n + a.z * h_b[j];
+        out_b[j] = value;
+        if constexpr (kMixed<scalar_t, mm_t>) mm_b[j] = narrow_to<mm_t>(value);
       }
     }
   });
@@ -82,37 +182,39 @@ void forward_gates(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
 // the next step) + grad_out[b, j] (from above); with the recomputed gi, gh (as in
 // forward_gates) and the previous state, it gives the gradients of the pre-activations, input
 // part dgi and hidden part dgh [B, 3H]; carried is overwritten with the part of the previous
-// state's gradient that skips the weights (dh * z), to which the caller adds dgh W_hh.
+// state's gradient that skips the weights (dh * z), to which the caller adds dgh W_hh (mixed:
+// the caller leaves the product in `back`, which this step adds).
 // grad_out rows are go_stride apart (0: one row of zeros, see OutputGrad).
-template <typename scalar_t>
-void backward_gates(scalar_t* carried, const scalar_t* grad_out, int64_t go_stride,
-                    const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
-                    const scalar_t* h_prev, scalar_t* dgi, scalar_t* dgh, int64_t batch,
-                    int64_t units) {
+template <typename scalar_t, typename mm_t>
+void backward_gates(scalar_t* carried, const mm_t* back, const scalar_t* grad_out,
+                    int64_t go_stride, const scalar_t* gi, const mm_t* gh, const scalar_t* b_hh,
+                    const scalar_t* h_prev, mm_t* dgi, mm_t* dgh, int64_t batch, int64_t units) {
   const int64_t g = 3 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       scalar_t* carried_b = carried + b * units;
+      const mm_t* back_b = back + b * units;
       const scalar_t* go_b = grad_out + b * go_stride;
       const scalar_t* gi_b = gi + b * g;
-      const scalar_t* gh_b = gh + b * g;
+      const mm_t* gh_b = gh + b * g;
       const scalar_t* hp_b = h_prev + b * units;
-      scalar_t* dgi_b = dgi + b * g;
-      scalar_t* dgh_b = dgh + b * g;
+      mm_t* dgi_b = dgi + b * g;
+      mm_t* dgh_b = dgh + b * g;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
         const Gates<scalar_t> a = gates_at(gi_b, gh_b, b_hh, units, j);
         const scalar_t r = a.r, z = a.z, hn = a.hn, n = a.n;
-        const scalar_t grad = carried_b[j] + go_b[j];
+        scalar_t grad = carried_b[j] + go_b[j];
+        if constexpr (kMixed<scalar_t, mm_t>) grad += widen<scalar_t>(back_b[j]);
         const scalar_t dn = grad * (scalar_t(1) - z) * (scalar_t(1) - n * n);
         const scalar_t dz = grad * (hp_b[j] - n) * z * (scalar_t(1) - z);
         const scalar_t dr = dn * hn * r * (scalar_t(1) - r);
-        dgi_b[j] = dr;
-        dgi_b[units + j] = dz;
-        dgi_b[2 * units + j] = dn;
-        dgh_b[j] = dr;
-        dgh_b[units + j] = dz;
-        dgh_b[2 * units + j] = dn * r;
+        dgi_b[j] = narrow_to<mm_t>(dr);
+        dgi_b[units + j] = narrow_to<mm_t>(dz);
+        dgi_b[2 * units + j] = narrow_to<mm_t>(dn);
+        dgh_b[j] = narrow_to<mm_t>(dr);
+        dgh_b[units + j] = narrow_to<mm_t>(dz);
+        dgh_b[2 * units + j] = narrow_to<mm_t>(dn * r);
         carried_b[j] = grad * z;
       }
     }
@@ -192,6 +294,16 @@ inline LstmGates<scalar_t> lstm_gates_at(const scalar_t* g, const scalar_t* b_hh
   return a;
 }
 
+// As lstm_gates_at, with the hidden part gh [4H] (W_hh h in bfloat16) apart from g.
+template <typename scalar_t, typename mm_t>
+inline LstmGates<scalar_t> lstm_gates_at(const scalar_t* g, const mm_t* gh, const scalar_t* b_hh,
+                                         int64_t units, int64_t j) {
+  auto pre = [&](int64_t q) {
+    return g[q * units + j] + widen<scalar_t>(gh[q * units + j]) + b_hh[q * units + j];
+  };
+  return {sigmoid(pre(0)), sigmoid(pre(1)), std::tanh(pre(2)), sigmoid(pre(3))};
+}
+
 // The gates of unit j as the forward kept them (activated, i, f, g, o blocks of a [4H] row).
 template <typename scalar_t>
 inline LstmGates<scalar_t> lstm_kept_gates_at(const scalar_t* g, int64_t units, int64_t j) {
@@ -199,21 +311,31 @@ inline LstmGates<scalar_t> lstm_kept_gates_at(const scalar_t* g, int64_t units, 
 }
 
 // LSTM forward gates of one step: g [B, 4H] holds W_ih x + b_ih + W_hh h (b_hh [4H] is added
-// here); from the previous cell state c [B, H] -> the new c_new and h_new [B, H]. With kKeep,
-// g's rows are overwritten with the activated gates, for the backward to read.
-template <bool kKeep, typename scalar_t>
-void lstm_forward_gates(scalar_t* g, const scalar_t* b_hh, const scalar_t* c, scalar_t* c_new,
-                        scalar_t* h_new, int64_t batch, int64_t units) {
+// here; mixed: g holds W_ih x + b_ih and gh [B, 4H] the bfloat16 W_hh h, added here too);
+// from the previous cell state c [B, H] -> the new c_new and h_new [B, H] (mixed: and h_mm,
+// the copy of h_new the next GEMM reads). With kKeep, g's rows are overwritten with the
+// activated gates, for the backward to read.
+template <bool kKeep, typename scalar_t, typename mm_t>
+void lstm_forward_gates(scalar_t* g, const mm_t* gh, const scalar_t* b_hh, const scalar_t* c,
+                        scalar_t* c_new, scalar_t* h_new, mm_t* h_mm, int64_t batch,
+                        int64_t units) {
   const int64_t width = 4 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       scalar_t* g_b = g + b * width;
+      const mm_t* gh_b = gh + b * width;
       const scalar_t* c_b = c + b * units;
       scalar_t* cn_b = c_new + b * units;
       scalar_t* hn_b = h_new + b * units;
+      mm_t* mm_b = h_mm + b * units;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
-        const LstmGates<scalar_t> a = lstm_gates_at(g_b, b_hh, units, j);
+        LstmGates<scalar_t> a;
+        if constexpr (kMixed<scalar_t, mm_t>) {
+          a = lstm_gates_at(g_b, gh_b, b_hh, units, j);
+        } else {
+          a = lstm_gates_at(g_b, b_hh, units, j);
+        }
         if constexpr (kKeep) {
           g_b[j] = a.i;
           g_b[units + j] = a.f;
@@ -222,7 +344,9 @@ void lstm_forward_gates(scalar_t* g, const scalar_t* b_hh, const scalar_t* c, sc
         }
         const scalar_t cell = a.f * c_b[j] + a.i * a.g;
         cn_b[j] = cell;
-        hn_b[j] = a.o * std::tanh(cell);
+        const scalar_t value = a.o * std::tanh(cell);
+        hn_b[j] = value;
+        if constexpr (kMixed<scalar_t, mm_t>) mm_b[j] = narrow_to<mm_t>(value);
       }
     }
   });
@@ -234,247 +358,325 @@ void lstm_forward_gates(scalar_t* g, const scalar_t* b_hh, const scalar_t* c, sc
 // gives the gradient of the pre-activations dg [B, 4H] (the same for the input and the hidden
 // part: they add). carried_c is overwritten with the previous cell state's gradient; the
 // previous h's gradient, dg W_hh, is the caller's.
-template <bool kKept, typename scalar_t>
-void lstm_backward_gates(const scalar_t* carried_h, scalar_t* carried_c, const scalar_t* grad_out,
+template <bool kKept, typename scalar_t, typename mm_t>
+void lstm_backward_gates(const mm_t* carried_h, scalar_t* carried_c, const scalar_t* grad_out,
                          int64_t go_stride, const scalar_t* g, const scalar_t* b_hh,
-                         const scalar_t* c_prev, const scalar_t* c, scalar_t* dg, int64_t batch,
+                         const scalar_t* c_prev, const scalar_t* c, mm_t* dg, int64_t batch,
                          int64_t units) {
   const int64_t width = 4 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* ch_b = carried_h + b * units;
+      const mm_t* ch_b = carried_h + b * units;
       scalar_t* cc_b = carried_c + b * units;
       const scalar_t* go_b = grad_out + b * go_stride;
       const scalar_t* g_b = g + b * width;
       const scalar_t* cp_b = c_prev + b * units;
       const scalar_t* c_b = c + b * units;
-      scalar_t* dg_b = dg + b * width;
+      mm_t* dg_b = dg + b * width;
 #pragma omp simd
       for (int64_t j = 0; j < units; ++j) {
         const LstmGates<scalar_t> a =
             kKept ? lstm_kept_gates_at(g_b, units, j) : lstm_gates_at(g_b, b_hh, units, j);
         const scalar_t i = a.i, f = a.f, gg = a.g, o = a.o;
         const scalar_t tc = std::tanh(c_b[j]);
-        const scalar_t dh = ch_b[j] + go_b[j];
+        const scalar_t dh = widen<scalar_t>(ch_b[j]) + go_b[j];
         const scalar_t dc = cc_b[j] + dh * o * (scalar_t(1) - tc * tc);
-        dg_b[j] = dc * gg * i * (scalar_t(1) - i);
-        dg_b[units + j] = dc * cp_b[j] * f * (scalar_t(1) - f);
-        dg_b[2 * units + j] = dc * i * (scalar_t(1) - gg * gg);
-        dg_b[3 * units + j] = dh * tc * o * (scalar_t(1) - o);
+        dg_b[j] = narrow_to<mm_t>(dc * gg * i * (scalar_t(1) - i));
+        dg_b[units + j] = narrow_to<mm_t>(dc * cp_b[j] * f * (scalar_t(1) - f));
+        dg_b[2 * units + j] = narrow_to<mm_t>(dc * i * (scalar_t(1) - gg * gg));
+        dg_b[3 * units + j] = narrow_to<mm_t>(dh * tc * o * (scalar_t(1) - o));
         cc_b[j] = dc * f;
       }
     }
   });
 }
 
-}  // namespace
-
 // Forward of one layer: x [T, B, I], h0 [B, H] -> out [T, B, H].
-at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
-                       const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh) {
-  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2, "expected x [T, B, I] and h0 [B, H]");
+template <typename scalar_t, typename mm_t>
+at::Tensor gru_forward_impl(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const at::Tensor& b_ih,
+                            const at::Tensor& b_hh) {
   const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
   const int64_t chunk = chunk_steps(batch, steps);
-  auto xc = x.contiguous();
+  auto x_mm = for_mm<mm_t>(x.contiguous());
+  const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, for_mm<mm_t>(w_ih));
   auto out = at::empty({steps, batch, units}, x.options());
   auto gi = at::empty({chunk, batch, 3 * units}, x.options());
-  auto gh = at::empty({batch, 3 * units}, x.options());
-  auto w_ih_t = w_ih.t();
-  auto w_hh_t = w_hh.t();
+  auto gh = at::empty({batch, 3 * units}, x_mm.options());
+  auto w_hh_t = for_mm<mm_t>(w_hh).t();
   auto b_hh_c = b_hh.contiguous();
   at::Tensor h = h0.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
-    for (int64_t c0 = 0; c0 < steps; c0 += chunk) {
-      const int64_t len = std::min(chunk, steps - c0);
-      auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
-      at::addmm_out(gi_rows, b_ih, xc.narrow(0, c0, len).view({len * batch, inputs}), w_ih_t);
-      const OneThread steps_alone;
-      for (int64_t t = c0; t < c0 + len; ++t) {
-        at::mm_out(gh, h, w_hh_t);
-        at::Tensor h_new = out[t];
-        forward_gates<scalar_t>(gi[t - c0].data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(),
-                                b_hh_c.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
-                                h_new.data_ptr<scalar_t>(), batch, units);
-        h = h_new;
-      }
+  // The state the step GEMM reads: h itself, or (mixed) its bfloat16 copy, which each step's
+  // gate loop overwrites with the new state once the GEMM has read it.
+  at::Tensor h_mm = kMixed<scalar_t, mm_t> ? for_mm<mm_t>(h) : h;
+  for (int64_t c0 = 0; c0 < steps; c0 += chunk) {
+    const int64_t len = std::min(chunk, steps - c0);
+    auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
+    project_into(gi_rows, b_ih, x_in.narrow(0, c0, len).view({len * batch, inputs}), w_ih_t);
+    const OneThread steps_alone;
+    for (int64_t t = c0; t < c0 + len; ++t) {
+      at::mm_out(gh, h_mm, w_hh_t);
+      at::Tensor h_new = out[t];
+      forward_gates<scalar_t, mm_t>(gi[t - c0].template data_ptr<scalar_t>(), gh.template data_ptr<mm_t>(),
+                                    b_hh_c.template data_ptr<scalar_t>(), h.template data_ptr<scalar_t>(),
+                                    h_new.template data_ptr<scalar_t>(), h_mm.template data_ptr<mm_t>(), batch,
+                                    units);
+      h = h_new;
+      if constexpr (!kMixed<scalar_t, mm_t>) h_mm = h;
     }
-  });
+  }
   return out;
 }
 
 // Backward of one layer. grad_out [T, B, H] reaches every output (empty: none does), grad_h
 // [B, H] the final state. Returns {dx [T, B, I], dh0 [B, H], dw_ih, dw_hh, db_ih, db_hh}.
-std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
-                                     const at::Tensor& x, const at::Tensor& h0,
-                                     const at::Tensor& out, const at::Tensor& w_ih,
-                                     const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                     const at::Tensor& b_hh) {
+template <typename scalar_t, typename mm_t>
+std::vector<at::Tensor> gru_backward_impl(const at::Tensor& grad_out, const at::Tensor& grad_h,
+                                          const at::Tensor& x, const at::Tensor& h0,
+                                          const at::Tensor& out, const at::Tensor& w_ih,
+                                          const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                          const at::Tensor& b_hh) {
   const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
   const int64_t chunk = chunk_steps(batch, steps);
   auto opts = x.options();
-  auto xc = x.contiguous();
+  auto x_mm = for_mm<mm_t>(x.contiguous());
+  auto mm_opts = x_mm.options();
   auto h0c = h0.contiguous();
+  auto w_ih_mm = for_mm<mm_t>(w_ih);
+  auto w_hh_mm = for_mm<mm_t>(w_hh);
+  const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, w_ih_mm);
   auto gi = at::empty({chunk, batch, 3 * units}, opts);
-  auto gh = at::empty({chunk, batch, 3 * units}, opts);
-  auto dgi = at::empty({chunk, batch, 3 * units}, opts);
-  auto dgh = at::empty({chunk, batch, 3 * units}, opts);
+  auto gh = at::empty({chunk, batch, 3 * units}, mm_opts);
+  auto dgi = at::empty({chunk, batch, 3 * units}, mm_opts);
+  auto dgh = at::empty({chunk, batch, 3 * units}, mm_opts);
   auto b_hh_c = b_hh.contiguous();
   auto carried = grad_h.contiguous().clone();  // the gradient reaching the state after step t
+  // Mixed: dgh W_hh of the step after, in bfloat16, which the next backward_gates adds.
+  auto back = at::zeros({kMixed<scalar_t, mm_t> ? batch : 1, units}, mm_opts);
   auto dx = at::empty({steps, batch, inputs}, opts);
   auto dw_ih = at::zeros_like(w_ih);
   auto dw_hh = at::zeros_like(w_hh);
   auto db_ih = at::zeros({3 * units}, opts);
   auto db_hh = at::zeros({3 * units}, opts);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
-    const OutputGrad<scalar_t> grad_rows(grad_out, units, opts);
-    const int64_t last_start = ((steps - 1) / chunk) * chunk;
-    for (int64_t c0 = last_start; c0 >= 0; c0 -= chunk) {
-      const int64_t len = std::min(chunk, steps - c0);
-      auto x_rows = xc.narrow(0, c0, len).view({len * batch, inputs});
-      auto h_prev_rows = states_before(out, h0c, c0, len);
-      // Recompute this chunk's pre-activations: two GEMMs over all its steps.
-      auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
-      auto gh_rows = gh.narrow(0, 0, len).view({len * batch, 3 * units});
-      at::addmm_out(gi_rows, b_ih, x_rows, w_ih.t());
-      at::mm_out(gh_rows, h_prev_rows, w_hh.t());
-      {
-        const OneThread steps_alone;
-        for (int64_t t = c0 + len - 1; t >= c0; --t) {
-          const int64_t k = t - c0;
-          backward_gates<scalar_t>(
-              carried.data_ptr<scalar_t>(), grad_rows.at_step(t), grad_rows.batch_stride,
-              gi[k].data_ptr<scalar_t>(), gh[k].data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(),
-              h_prev_rows.data_ptr<scalar_t>() + k * batch * units, dgi[k].data_ptr<scalar_t>(),
-              dgh[k].data_ptr<scalar_t>(), batch, units);
-          // Through the recurrent weights: carried += dgh [B, 3H] x W_hh [3H, H].
+  const OutputGrad<scalar_t> grad_rows(grad_out, units, opts);
+  const int64_t last_start = ((steps - 1) / chunk) * chunk;
+  for (int64_t c0 = last_start; c0 >= 0; c0 -= chunk) {
+    const int64_t len = std::min(chunk, steps - c0);
+    auto x_rows = x_mm.narrow(0, c0, len).view({len * batch, inputs});
+    auto h_prev_rows = states_before(out, h0c, c0, len);
+    auto h_prev_mm = kMixed<scalar_t, mm_t> ? for_mm<mm_t>(h_prev_rows) : h_prev_rows;
+    // Recompute this chunk's pre-activations: two GEMMs over all its steps.
+    auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
+    auto gh_rows = gh.narrow(0, 0, len).view({len * batch, 3 * units});
+    project_into(gi_rows, b_ih, x_in.narrow(0, c0, len).view({len * batch, inputs}), w_ih_t);
+    at::mm_out(gh_rows, h_prev_mm, w_hh_mm.t());
+    {
+      const OneThread steps_alone;
+      for (int64_t t = c0 + len - 1; t >= c0; --t) {
+        const int64_t k = t - c0;
+        backward_gates<scalar_t, mm_t>(
+            carried.template data_ptr<scalar_t>(), back.template data_ptr<mm_t>(), grad_rows.at_step(t),
+            grad_rows.batch_stride, gi[k].template data_ptr<scalar_t>(), gh[k].template data_ptr<mm_t>(),
+            b_hh_c.template data_ptr<scalar_t>(), h_prev_rows.template data_ptr<scalar_t>() + k * batch * units,
+            dgi[k].template data_ptr<mm_t>(), dgh[k].template data_ptr<mm_t>(), batch, units);
+        // Through the recurrent weights: carried += dgh [B, 3H] x W_hh [3H, H].
+        if constexpr (kMixed<scalar_t, mm_t>) {
+          at::mm_out(back, dgh[k], w_hh_mm);
+        } else {
           carried.addmm_(dgh[k], w_hh);
         }
       }
-      // This chunk's share of the weight gradients, and its input gradient.
-      auto dgi_rows = dgi.narrow(0, 0, len).view({len * batch, 3 * units});
-      auto dgh_rows = dgh.narrow(0, 0, len).view({len * batch, 3 * units});
-      dw_hh.addmm_(dgh_rows.t(), h_prev_rows);
-      dw_ih.addmm_(dgi_rows.t(), x_rows);
-      db_hh.add_(dgh_rows.sum(0));
-      db_ih.add_(dgi_rows.sum(0));
-      auto dx_rows = dx.narrow(0, c0, len).view({len * batch, inputs});
-      at::mm_out(dx_rows, dgi_rows, w_ih);
     }
-  });
+    // This chunk's share of the weight gradients, and its input gradient.
+    auto dgi_rows = dgi.narrow(0, 0, len).view({len * batch, 3 * units});
+    auto dgh_rows = dgh.narrow(0, 0, len).view({len * batch, 3 * units});
+    addmm_into(dw_hh, dgh_rows.t(), h_prev_mm);
+    addmm_into(dw_ih, dgi_rows.t(), x_rows);
+    db_hh.add_(at::sum(dgh_rows, {0}, false, opts.dtype().toScalarType()));
+    db_ih.add_(at::sum(dgi_rows, {0}, false, opts.dtype().toScalarType()));
+    mm_into(dx.narrow(0, c0, len).view({len * batch, inputs}), dgi_rows, w_ih_mm);
+  }
+  if constexpr (kMixed<scalar_t, mm_t>) carried.add_(back);
   return {dx, carried, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 // LSTM forward of one layer: x [T, B, I], h0 and c0 [B, H] -> {out [T, B, H], cells [T, B, H],
 // gates}. With keep_gates, gates [T, B, 4H] holds every step's activated gates (i, f, g, o) for
 // the backward, which then skips recomputing them; else it is empty.
-std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0,
-                                     const at::Tensor& c0, const at::Tensor& w_ih,
-                                     const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                     const at::Tensor& b_hh, bool keep_gates) {
-  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2 && c0.dim() == 2,
-              "expected x [T, B, I], h0 and c0 [B, H]");
+template <typename scalar_t, typename mm_t>
+std::vector<at::Tensor> lstm_forward_impl(const at::Tensor& x, const at::Tensor& h0,
+                                          const at::Tensor& c0, const at::Tensor& w_ih,
+                                          const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                          const at::Tensor& b_hh, bool keep_gates) {
   const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
   const int64_t chunk = chunk_steps(batch, steps);
-  auto xc = x.contiguous();
+  auto x_mm = for_mm<mm_t>(x.contiguous());
   auto out = at::empty({steps, batch, units}, x.options());
   auto cells = at::empty({steps, batch, units}, x.options());
   // Kept: one buffer for all steps; else one chunk's, reused.
   auto g = at::empty({keep_gates ? steps : chunk, batch, 4 * units}, x.options());
-  auto w_hh_t = w_hh.t();
+  // Mixed: the step's W_hh h in bfloat16 (else it is added into g in place).
+  auto gh = at::empty({kMixed<scalar_t, mm_t> ? batch : 0, 4 * units}, x_mm.options());
+  const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, for_mm<mm_t>(w_ih));
+  auto w_hh_t = for_mm<mm_t>(w_hh).t();
   auto b_hh_c = b_hh.contiguous();
   at::Tensor h = h0.contiguous();
   at::Tensor c = c0.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
-    auto step =
-        keep_gates ? lstm_forward_gates<true, scalar_t> : lstm_forward_gates<false, scalar_t>;
-    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
-      const int64_t len = std::min(chunk, steps - s0);
-      const int64_t first = keep_gates ? s0 : 0;  // the chunk's first row of g
-      auto g_rows = g.narrow(0, first, len).view({len * batch, 4 * units});
-      at::addmm_out(g_rows, b_ih, xc.narrow(0, s0, len).view({len * batch, inputs}), w_ih.t());
-      const OneThread steps_alone;
-      for (int64_t t = s0; t < s0 + len; ++t) {
-        at::Tensor g_t = g[first + t - s0];
+  at::Tensor h_mm = kMixed<scalar_t, mm_t> ? for_mm<mm_t>(h) : h;  // as in gru_forward_impl
+  auto step = keep_gates ? lstm_forward_gates<true, scalar_t, mm_t>
+                         : lstm_forward_gates<false, scalar_t, mm_t>;
+  for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
+    const int64_t len = std::min(chunk, steps - s0);
+    const int64_t first = keep_gates ? s0 : 0;  // the chunk's first row of g
+    auto g_rows = g.narrow(0, first, len).view({len * batch, 4 * units});
+    project_into(g_rows, b_ih, x_in.narrow(0, s0, len).view({len * batch, inputs}), w_ih_t);
+    const OneThread steps_alone;
+    for (int64_t t = s0; t < s0 + len; ++t) {
+      at::Tensor g_t = g[first + t - s0];
+      if constexpr (kMixed<scalar_t, mm_t>) {
+        at::mm_out(gh, h_mm, w_hh_t);
+      } else {
         g_t.addmm_(h, w_hh_t);  // the input part is not needed again: add in place
-        at::Tensor h_new = out[t], c_new = cells[t];
-        step(g_t.data_ptr<scalar_t>(), b_hh_c.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-             c_new.data_ptr<scalar_t>(), h_new.data_ptr<scalar_t>(), batch, units);
-        h = h_new;
-        c = c_new;
       }
+      at::Tensor h_new = out[t], c_new = cells[t];
+      step(g_t.template data_ptr<scalar_t>(), gh.template data_ptr<mm_t>(), b_hh_c.template data_ptr<scalar_t>(),
+           c.template data_ptr<scalar_t>(), c_new.template data_ptr<scalar_t>(), h_new.template data_ptr<scalar_t>(),
+           h_mm.template data_ptr<mm_t>(), batch, units);
+      h = h_new;
+      c = c_new;
+      if constexpr (!kMixed<scalar_t, mm_t>) h_mm = h;
     }
-  });
+  }
   return {out, cells, keep_gates ? g : at::empty({0}, x.options())};
 }
 
 // LSTM backward of one layer. grad_out [T, B, H] reaches every output (empty: none does),
 // grad_h and grad_c [B, H] the final state; gates: lstm_forward's (empty: recompute them).
 // Returns {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh}.
+template <typename scalar_t, typename mm_t>
+std::vector<at::Tensor> lstm_backward_impl(const at::Tensor& grad_out, const at::Tensor& grad_h,
+                                           const at::Tensor& grad_c, const at::Tensor& x,
+                                           const at::Tensor& h0, const at::Tensor& c0,
+                                           const at::Tensor& out, const at::Tensor& cells,
+                                           const at::Tensor& gates, const at::Tensor& w_ih,
+                                           const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                           const at::Tensor& b_hh) {
+  const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
+  const int64_t chunk = chunk_steps(batch, steps);
+  auto opts = x.options();
+  auto x_mm = for_mm<mm_t>(x.contiguous());
+  auto mm_opts = x_mm.options();
+  auto h0c = h0.contiguous();
+  auto c0c = c0.contiguous();
+  auto w_ih_mm = for_mm<mm_t>(w_ih);
+  auto w_hh_mm = for_mm<mm_t>(w_hh);
+  const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, w_ih_mm);
+  const bool kept = gates.numel() > 0;
+  TORCH_CHECK(!kept || (gates.is_contiguous() && gates.size(0) == steps),
+              "lstm_backward: gates must be lstm_forward's [T, B, 4H]");
+  auto g = at::empty({kept ? 0 : chunk, batch, 4 * units}, opts);
+  auto dg = at::empty({chunk, batch, 4 * units}, mm_opts);
+  auto b_hh_c = b_hh.contiguous();
+  // The gradient reaching h after step t: the output of the step GEMM, so of its type (mixed:
+  // the final state's gradient rounded to bfloat16 once, as every later product is).
+  auto carried_h = for_mm<mm_t>(grad_h.contiguous()).clone();
+  auto carried_c = grad_c.contiguous().clone();
+  auto dx = at::empty({steps, batch, inputs}, opts);
+  auto dw_ih = at::zeros_like(w_ih);
+  auto dw_hh = at::zeros_like(w_hh);
+  auto db = at::zeros({4 * units}, opts);
+  const OutputGrad<scalar_t> grad_rows(grad_out, units, opts);
+  auto step = kept ? lstm_backward_gates<true, scalar_t, mm_t>
+                   : lstm_backward_gates<false, scalar_t, mm_t>;
+  const int64_t last_start = ((steps - 1) / chunk) * chunk;
+  for (int64_t s0 = last_start; s0 >= 0; s0 -= chunk) {
+    const int64_t len = std::min(chunk, steps - s0);
+    auto x_rows = x_mm.narrow(0, s0, len).view({len * batch, inputs});
+    auto h_prev_rows = states_before(out, h0c, s0, len);
+    auto h_prev_mm = kMixed<scalar_t, mm_t> ? for_mm<mm_t>(h_prev_rows) : h_prev_rows;
+    auto c_prev_rows = states_before(cells, c0c, s0, len);
+    at::Tensor g_chunk;
+    if (kept) {
+      g_chunk = gates.narrow(0, s0, len);
+    } else {  // recompute this chunk's pre-activations (without b_hh): two GEMMs
+      g_chunk = g.narrow(0, 0, len);
+      auto g_rows = g_chunk.view({len * batch, 4 * units});
+      project_into(g_rows, b_ih, x_in.narrow(0, s0, len).view({len * batch, inputs}), w_ih_t);
+      addmm_into(g_rows, h_prev_mm, w_hh_mm.t());
+    }
+    {
+      const OneThread steps_alone;
+      for (int64_t t = s0 + len - 1; t >= s0; --t) {
+        const int64_t k = t - s0;
+        step(carried_h.template data_ptr<mm_t>(), carried_c.template data_ptr<scalar_t>(), grad_rows.at_step(t),
+             grad_rows.batch_stride, g_chunk[k].template data_ptr<scalar_t>(),
+             b_hh_c.template data_ptr<scalar_t>(), c_prev_rows.template data_ptr<scalar_t>() + k * batch * units,
+             cells[t].template data_ptr<scalar_t>(), dg[k].template data_ptr<mm_t>(), batch, units);
+        // The previous h reaches the loss only through the recurrent weights.
+        at::mm_out(carried_h, dg[k], w_hh_mm);
+      }
+    }
+    auto dg_rows = dg.narrow(0, 0, len).view({len * batch, 4 * units});
+    addmm_into(dw_hh, dg_rows.t(), h_prev_mm);
+    addmm_into(dw_ih, dg_rows.t(), x_rows);
+    db.add_(at::sum(dg_rows, {0}, false, opts.dtype().toScalarType()));
+    mm_into(dx.narrow(0, s0, len).view({len * batch, inputs}), dg_rows, w_ih_mm);
+  }
+  return {dx, carried_h.to(opts.dtype().toScalarType()), carried_c, dw_ih, dw_hh, db, db.clone()};
+}
+
+}  // namespace
+
+// The exported kernels: float32 or float64 throughout, or (bf16, float32 tensors) the GEMMs in
+// bfloat16, as the header says.
+#define SEQRNN_DISPATCH(x, bf16, name, ...)                                                     \
+  [&] {                                                                                         \
+    if (bf16) {                                                                                 \
+      TORCH_CHECK((x).scalar_type() == at::kFloat, name                                         \
+                  ": bf16 GEMMs need float32 tensors, got ", (x).scalar_type());                \
+      return __VA_ARGS__<float, at::BFloat16>;                                                  \
+    }                                                                                           \
+    TORCH_CHECK((x).scalar_type() == at::kFloat || (x).scalar_type() == at::kDouble, name       \
+                ": expected float32 or float64 tensors, got ", (x).scalar_type());              \
+    return (x).scalar_type() == at::kDouble ? __VA_ARGS__<double, double>                      \
+                                            : __VA_ARGS__<float, float>;                        \
+  }()
+
+at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                       bool bf16) {
+  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2, "expected x [T, B, I] and h0 [B, H]");
+  return SEQRNN_DISPATCH(x, bf16, "gru_forward", gru_forward_impl)(x, h0, w_ih, w_hh, b_ih, b_hh);
+}
+
+std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
+                                     const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& out, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                     const at::Tensor& b_hh, bool bf16) {
+  return SEQRNN_DISPATCH(x, bf16, "gru_backward", gru_backward_impl)(
+      grad_out, grad_h, x, h0, out, w_ih, w_hh, b_ih, b_hh);
+}
+
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                     const at::Tensor& b_hh, bool keep_gates, bool bf16) {
+  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2 && c0.dim() == 2,
+              "expected x [T, B, I], h0 and c0 [B, H]");
+  return SEQRNN_DISPATCH(x, bf16, "lstm_forward", lstm_forward_impl)(
+      x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep_gates);
+}
+
 std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tensor& grad_h,
                                       const at::Tensor& grad_c, const at::Tensor& x,
                                       const at::Tensor& h0, const at::Tensor& c0,
                                       const at::Tensor& out, const at::Tensor& cells,
                                       const at::Tensor& gates, const at::Tensor& w_ih,
                                       const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                      const at::Tensor& b_hh) {
-  const int64_t steps = x.size(0), batch = x.size(1), inputs = x.size(2), units = h0.size(1);
-  const int64_t chunk = chunk_steps(batch, steps);
-  auto opts = x.options();
-  auto xc = x.contiguous();
-  auto h0c = h0.contiguous();
-  auto c0c = c0.contiguous();
-  const bool kept = gates.numel() > 0;
-  TORCH_CHECK(!kept || (gates.is_contiguous() && gates.size(0) == steps),
-              "lstm_backward: gates must be lstm_forward's [T, B, 4H]");
-  auto g = at::empty({kept ? 0 : chunk, batch, 4 * units}, opts);
-  auto dg = at::empty({chunk, batch, 4 * units}, opts);
-  auto b_hh_c = b_hh.contiguous();
-  auto carried_h = grad_h.contiguous().clone();
-  auto carried_c = grad_c.contiguous().clone();
-  auto dx = at::empty({steps, batch, inputs}, opts);
-  auto dw_ih = at::zeros_like(w_ih);
-  auto dw_hh = at::zeros_like(w_hh);
-  auto db = at::zeros({4 * units}, opts);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
-    const OutputGrad<scalar_t> grad_rows(grad_out, units, opts);
-    auto step = kept ? lstm_backward_gates<true, scalar_t> : lstm_backward_gates<false, scalar_t>;
-    const int64_t last_start = ((steps - 1) / chunk) * chunk;
-    for (int64_t s0 = last_start; s0 >= 0; s0 -= chunk) {
-      const int64_t len = std::min(chunk, steps - s0);
-      auto x_rows = xc.narrow(0, s0, len).view({len * batch, inputs});
-      auto h_prev_rows = states_before(out, h0c, s0, len);
-      auto c_prev_rows = states_before(cells, c0c, s0, len);
-      at::Tensor g_chunk;
-      if (kept) {
-        g_chunk = gates.narrow(0, s0, len);
-      } else {  // recompute this chunk's pre-activations (without b_hh): two GEMMs
-        g_chunk = g.narrow(0, 0, len);
-        auto g_rows = g_chunk.view({len * batch, 4 * units});
-        at::addmm_out(g_rows, b_ih, x_rows, w_ih.t());
-        g_rows.addmm_(h_prev_rows, w_hh.t());
-      }
-      {
-        const OneThread steps_alone;
-        for (int64_t t = s0 + len - 1; t >= s0; --t) {
-          const int64_t k = t - s0;
-          step(
-              carried_h.data_ptr<scalar_t>(), carried_c.data_ptr<scalar_t>(),
-              grad_rows.at_step(t), grad_rows.batch_stride, g_chunk[k].data_ptr<scalar_t>(),
-              b_hh_c.data_ptr<scalar_t>(), c_prev_rows.data_ptr<scalar_t>() + k * batch * units,
-              cells[t].data_ptr<scalar_t>(), dg[k].data_ptr<scalar_t>(), batch, units);
-          // The previous h reaches the loss only through the recurrent weights.
-          at::mm_out(carried_h, dg[k], w_hh);
-        }
-      }
-      auto dg_rows = dg.narrow(0, 0, len).view({len * batch, 4 * units});
-      dw_hh.addmm_(dg_rows.t(), h_prev_rows);
-      dw_ih.addmm_(dg_rows.t(), x_rows);
-      db.add_(dg_rows.sum(0));
-      auto dx_rows = dx.narrow(0, s0, len).view({len * batch, inputs});
-      at::mm_out(dx_rows, dg_rows, w_ih);
-    }
-  });
-  return {dx, carried_h, carried_c, dw_ih, dw_hh, db, db.clone()};
+                                      const at::Tensor& b_hh, bool bf16) {
+  return SEQRNN_DISPATCH(x, bf16, "lstm_backward", lstm_backward_impl)(
+      grad_out, grad_h, grad_c, x, h0, c0, out, cells, gates, w_ih, w_hh, b_ih, b_hh);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
