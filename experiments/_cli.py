@@ -382,18 +382,20 @@ def launch(
     config_name: str,
     required: dict[str, str] | None = None,
     check: Callable[[DictConfig], None] | None = None,
+    new_dirs: list[Path] | None = None,
 ) -> None:
     """Run a Hydra ``main`` on this process's command line, checked and expanded by
     :func:`prepare_argv` (``required``: see there) and then, job by job, by
-    :func:`experiments._preflight.check_command` (``check``: the entry point's own checks),
-    before Hydra creates anything."""
+    :func:`experiments._preflight.check_command` (``check``: the entry point's own checks;
+    ``new_dirs``: receives the folders Hydra will make above the run dir), before Hydra creates
+    anything."""
     from experiments._preflight import Refused, check_command
     from experiments._ranks import rank_overrides
 
     argv = prepare_argv(sys.argv[1:], required)
     argv = with_overrides([], argv, rank_overrides(argv))
     try:
-        check_command(CONF_DIR, config_name, argv, check)
+        check_command(CONF_DIR, config_name, argv, check, new_dirs)
     except Refused as refused:
         fail(str(refused))
     sys.argv = [sys.argv[0], *argv]
@@ -422,6 +424,7 @@ def entry_point(
     import hydra
 
     started = time.time() - 1.0  # file times have a coarser clock than time.time() on some
+    new_dirs: list[Path] = []  # the folders above the run dir that Hydra will make
 
     @functools.wraps(run)
     def task(cfg: DictConfig) -> Any:
@@ -432,7 +435,7 @@ def entry_point(
                 return run(cfg)
         except SystemExit as exit_:
             if exit_.code == EXIT_USAGE and first_process():
-                remove_if_unused(Path(str(cfg.paths.output_dir)), since=started)
+                remove_if_unused(Path(str(cfg.paths.output_dir)), started, new_dirs)
             raise
         except Exception as err:
             # The launcher reports rank 0's error; the others' would be lost (e.g. a rank
@@ -446,6 +449,7 @@ def entry_point(
         config_name,
         required,
         check,
+        new_dirs,
     )
 
 

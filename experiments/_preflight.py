@@ -16,7 +16,7 @@ import difflib
 import errno
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,16 @@ Check = Callable[[DictConfig], None]
 
 
 def check_command(
-    config_dir: Path, config_name: str, argv: list[str], check: Check | None = None
+    config_dir: Path,
+    config_name: str,
+    argv: list[str],
+    check: Check | None = None,
+    new_dirs: list[Path] | None = None,
 ) -> None:
     """Compose each job of the command ``argv`` as Hydra would and check it (the module
-    docstring); raise :class:`Refused` with one line for the first problem."""
+    docstring); raise :class:`Refused` with one line for the first problem. ``new_dirs``, when
+    given, receives the folders above a run's dir that do not exist yet (Hydra will make them):
+    a run refused later removes them again (:func:`remove_if_unused`)."""
     from experiments._cli import first_process
     from seqrnn.errors import SeqRNNError
 
@@ -56,6 +62,8 @@ def check_command(
             run_dir = planned_dir(cfg, multirun)
             if run_dir is not None:
                 check_writable(run_dir, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+                if new_dirs is not None and not multirun:
+                    new_dirs.extend(p for p in run_dir.absolute().parents if not p.exists())
                 # (the other ranks of a data-parallel run write into the dir rank 0 holds)
                 if config_name == "train" and first_process():
                     check_not_in_use(run_dir)
@@ -217,9 +225,11 @@ def check_data_root(root: Path, download: bool) -> None:
         check_writable(root, "data.root")
 
 
-def remove_if_unused(run_dir: Path, since: float) -> bool:
+def remove_if_unused(run_dir: Path, since: float, new_dirs: Sequence[Path] = ()) -> bool:
     """Remove ``run_dir`` when all it holds is what Hydra wrote for a command that was then
-    refused (``.hydra/``, the log, the lock), all written after ``since``; True if removed.
+    refused (``.hydra/``, the log, the lock), all written after ``since``, and then those of
+    ``new_dirs`` (the folders above it that this command made) that are left empty; True if
+    ``run_dir`` was removed.
 
     The fallback for checks that need the data or a checkpoint read: nothing of a run that
     trained, nor anything older than this command, is ever removed."""
@@ -237,6 +247,9 @@ def remove_if_unused(run_dir: Path, since: float) -> bool:
     for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     run_dir.rmdir()
+    for folder in sorted(new_dirs, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
     return True
 
 

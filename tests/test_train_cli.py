@@ -177,11 +177,13 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(
         "not_mnist": ["data.verify=true"],
         "truncated": [f"data.root={truncated_data}"],
     }.get(case, [case])
-    result = run_train(*tiny_overrides(tiny_mnist, tmp_path / "run"), *extra, "debug=fast")
+    (tmp_path / "runs").mkdir()  # a folder of the user's: kept; the ones the run made: gone
+    run_dir = tmp_path / "runs" / "classify" / "gru-1x32" / "run"
+    result = run_train(*tiny_overrides(tiny_mnist, run_dir), *extra, "debug=fast")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-    assert not (tmp_path / "run" / "results.json").exists()
+    assert (tmp_path / "runs").is_dir() and not any((tmp_path / "runs").iterdir())
 
 
 def test_a_log_file_gets_one_plain_line_per_epoch(tiny_mnist, tmp_path):
