@@ -57,7 +57,7 @@ def _build_and_train(
 ) -> dict[str, Any]:
     import lightning as L
     import torch
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -82,6 +82,7 @@ def _build_and_train(
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
+    get_class(cfg.model._target_)  # importing a task's class registers it (seqrnn.models.TASKS)
     check_task_data(cfg.task, datamodule)
     # The data decides the model's input width (1 per pixel, 28 per row), so read it first.
     datamodule.prepare_data()

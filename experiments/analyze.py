@@ -19,20 +19,23 @@ from omegaconf import DictConfig
 from experiments._cli import check_trained_job, entry_point, print_study_outputs, trained_data
 from seqrnn.layout import ANALYSIS_FILE
 
-TASKS = ("classify", "dirichlet")
-
 
 def run(cfg: DictConfig) -> dict:
     from seqrnn.data import DirichletSequenceDataModule
-    from seqrnn.errors import require_int
+    from seqrnn.errors import CheckpointError, require_int
+    from seqrnn.models import SequenceClassifier, SymbolPredictor
     from seqrnn.studies.analysis import analyze_classifier, analyze_symbols
     from seqrnn.training.checkpoints import load_trained
 
-    # (for task=predict: experiments.complete and experiments.inpaint)
-    model, path, trained_on = load_trained(cfg.ckpt, TASKS, "analyze", cfg.device)
-    task = model.task
+    # the tasks whose jobs list "analyze" (for task=predict: experiments.complete and inpaint)
+    model, path, trained_on = load_trained(cfg.ckpt, "analyze", cfg.device)
+    if not isinstance(model, SequenceClassifier | SymbolPredictor):
+        raise CheckpointError(
+            f"checkpoint {path} is of task={model.task}; analyze reads classifiers and symbol "
+            "predictors (subclasses of SequenceClassifier or SymbolPredictor)"
+        )
     out_dir = Path(cfg.paths.output_dir)
-    if task == "classify":
+    if isinstance(model, SequenceClassifier):
         datamodule = trained_data(cfg, trained_on)
         images, labels = datamodule.splits["test"]
         if cfg.count is not None:

@@ -22,7 +22,7 @@ def run(cfg: DictConfig) -> dict:
     from seqrnn.training.checkpoints import load_trained
 
     check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
-    model, path, trained_on = load_trained(cfg.ckpt, ("predict",), "complete", cfg.device)
+    model, path, trained_on = load_trained(cfg.ckpt, "complete", cfg.device)
     datamodule = trained_data(cfg, trained_on, order="pixel")
     images, labels = datamodule.splits["test"]
     out_dir = Path(cfg.paths.output_dir)

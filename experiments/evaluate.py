@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict:
 
     quiet_lightning()
     device = resolve_device(cfg.device)
-    model, path, trained_on = load_trained(cfg.ckpt, ("classify", "predict"), "evaluate", device)
+    model, path, trained_on = load_trained(cfg.ckpt, "evaluate", device)
     datamodule = trained_data(cfg, trained_on)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",

@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict:
     from seqrnn.training.checkpoints import load_trained
 
     require_int("max_hidden", cfg.max_hidden, 1)
-    model, path, trained_on = load_trained(cfg.ckpt, ("predict",), "inpaint", cfg.device)
+    model, path, trained_on = load_trained(cfg.ckpt, "inpaint", cfg.device)
     datamodule = trained_data(cfg, trained_on, order="pixel")
     if cfg.dataset in KINDS:
         images, labels = datamodule.splits["test"]

@@ -71,10 +71,15 @@ def places(tmp_path_factory) -> dict[str, str]:
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
     (run_dir / ".hydra" / "overrides.yaml").write_text("- task=classify\n- size=1x32\n")
-    (root / "my_conf" / "cell").mkdir(parents=True)
     page = (PROJECT_ROOT / "docs" / "extending.md").read_text()
-    config = next(b for b in re.findall(r"```yaml\n(.*?)```", page, re.S) if "cell: mgu" in b)
-    (root / "my_conf" / "cell" / "mgu.yaml").write_text(config)
+    blocks = re.findall(r"```yaml\n(.*?)```", page, re.S)
+    # the page's cell of one's own, and its task of one's own with that task's recipe
+    for name, marker in (("cell/mgu", "cell: mgu"), ("task/parity", "task: parity")):
+        (root / "my_conf" / f"{name}.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (root / "my_conf" / f"{name}.yaml").write_text(next(b for b in blocks if marker in b))
+    (root / "my_conf" / "recipe").mkdir()
+    recipe = next(b for b in blocks if b.startswith("# @package _global_\nmodel:\n  lr:"))
+    (root / "my_conf" / "recipe" / "parity.yaml").write_text(recipe)
     return {"run_dir": str(run_dir), "my_conf": str(root / "my_conf")}
 
 

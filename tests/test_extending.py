@@ -1,6 +1,6 @@
-"""A cell of one's own, as docs/extending.md shows it: the class and its config taken from that
-page, defined outside seqrnn, trained through `experiments.train`, then evaluated, completed,
-in-painted and analyzed."""
+"""A cell and a task of one's own, as docs/extending.md shows them: the classes and their configs
+taken from that page, defined outside seqrnn, trained through `experiments.train`, then
+evaluated, completed, in-painted, analyzed and reported on."""
 
 import json
 import re
@@ -31,6 +31,10 @@ def user_project(tmp_path_factory) -> Path:
     (root / "my_cells.py").write_text(block("python", "class MinimalGatedCell"))
     (root / "my_conf" / "cell").mkdir(parents=True)
     (root / "my_conf" / "cell" / "mgu.yaml").write_text(block("yaml", "cell: mgu"))
+    (root / "my_tasks.py").write_text(block("python", "class DigitParity"))
+    for group, marker in (("task", "task: parity"), ("recipe", "max_epochs: 10")):
+        (root / "my_conf" / group).mkdir()
+        (root / "my_conf" / group / "parity.yaml").write_text(block("yaml", marker))
     return root
 
 
@@ -152,6 +156,51 @@ def test_a_cell_of_ones_own_classifies_and_is_analyzed(user_project, tiny_mnist,
         "count=10",
     )
     assert len(analysis["accuracy_by_step"]) == 28  # the read-out after every row
+
+
+def test_a_task_of_ones_own_trains_evaluates_and_is_reported(user_project, tiny_mnist, tmp_path):
+    runs = tmp_path / "runs"
+    results = train(
+        user_project,
+        tiny_mnist,
+        runs / "parity-gru-1x32",
+        "task=parity",
+        "cell=gru",
+        "data.order=row",
+        "trainer.max_epochs=2",
+    )
+    # two classes: the head ends in 2 outputs; the checkpoint names the class; the recipe's rate
+    assert results["task"] == "parity" and results["status"] == "completed"
+    ckpt = torch.load(next((runs / "parity-gru-1x32").rglob("*.ckpt")), weights_only=False)
+    last = [v for k, v in ckpt["state_dict"].items() if k.startswith("head.") and v.dim() == 2]
+    assert last[-1].shape[0] == 2 and ckpt["task_class"] == "my_tasks.DigitParity"
+    assert 0.0 <= results["test_acc"] <= 1.0
+    config = (runs / "parity-gru-1x32" / ".hydra" / "config.yaml").read_text()
+    assert "_target_: my_tasks.DigitParity" in config and "lr: 0.005" in config
+    evaluation = study(
+        user_project,
+        tiny_mnist,
+        "evaluate",
+        runs / "parity-gru-1x32",
+        tmp_path / "evaluate",
+        "evaluation.json",
+        "limit_batches=1",
+    )
+    assert evaluation["task"] == "parity"
+    assert evaluation["val_acc"] == pytest.approx(results["val_acc"], abs=1e-6)
+    reported = run(user_project, "report", str(runs), "--out", str(tmp_path / "report"))
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "parity" in report and f"{results['test_acc']:.4f}" in report
+    # a job its class does not list: one line naming the task and what the job takes
+    refused = study_refused(user_project, "complete", runs / "parity-gru-1x32", tiny_mnist)
+    assert "belongs to task=parity; complete takes task=predict" in refused
+
+
+def study_refused(user_project, entry, run_dir, tiny_mnist) -> str:
+    result = run(user_project, entry, f"ckpt={run_dir}", *data_args(tiny_mnist))
+    assert result.returncode == 2, result.stderr[-3000:]
+    return result.stderr
 
 
 class Doubling(torch.nn.Module):

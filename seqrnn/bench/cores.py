@@ -159,7 +159,7 @@ def precision(ckpt: str, images: int, batch: int = 250) -> list[dict[str, Any]]:
     from seqrnn.nn.reference import exact_product
     from seqrnn.training.checkpoints import TRAINED_DATA_KEYS, load_trained
 
-    model, _, trained_on = load_trained(ckpt, ("classify",), "the cores benchmark", "cpu")
+    model, _, trained_on = load_trained(ckpt, "the cores benchmark", "cpu", tasks=("classify",))
     settings = {key: trained_on[key] for key in TRAINED_DATA_KEYS if key in trained_on}
     datamodule = MNISTSequenceDataModule(**settings)
     datamodule.setup()

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from seqrnn.data import MNIST_FILES, write_idx
-from seqrnn.models import NextPixelPredictor
+from seqrnn.models import TASKS, NextPixelPredictor
 from seqrnn.nn import RecurrentStack
 from seqrnn.nn.reference import reference_forward
 from seqrnn.studies.inpainting import brute_force_log_joint, posteriors
@@ -131,11 +131,16 @@ def tiny_mnist(folder: Path) -> Path:
     return folder
 
 
-MNIST_RUN = ["data.root={data}", "data.verify=false", "data.val_size=20"]
+# A tiny run's data settings, by the data family a task reads (seqrnn.models: data_family).
+FAMILY_RUN = {
+    "mnist": ["data.root={data}", "data.verify=false", "data.val_size=20"],
+    "dirichlet": ["data.train_size=64", "data.val_size=32", "data.test_size=32"],
+}
+# One run per registered task (seqrnn.models.TASKS).
 RUNS = {
-    "classify": ["task=classify", *MNIST_RUN],
-    "predict": ["task=predict", *MNIST_RUN],
-    "dirichlet": ["task=dirichlet", "data.train_size=64", "data.val_size=32", "data.test_size=32"],
+    task: [f"task={task}", *FAMILY_RUN[model.data_family]]
+    for task, model in TASKS.items()
+    if model.data_family in FAMILY_RUN
 }
 SHORT_RUN = [
     "size=1x32",

@@ -1,20 +1,31 @@
 """LightningModules of the study's tasks."""
 
 from seqrnn.errors import ConfigError
-from seqrnn.models.base import SequenceModel
+from seqrnn.models.base import (
+    JOBS,
+    TASKS,
+    Comparison,
+    MilestoneSpec,
+    SequenceModel,
+    tasks_for,
+)
 from seqrnn.models.classifier import SequenceClassifier
 from seqrnn.models.predictor import Continuation, NextPixelPredictor
 from seqrnn.models.symbols import SymbolPredictor
 
-# task name -> LightningModule class; the name is stored in every checkpoint.
-TASKS: dict[str, type[SequenceModel]] = {
-    model.task: model for model in (SequenceClassifier, NextPixelPredictor, SymbolPredictor)
-}
+# The built-in tasks register themselves in TASKS (task name -> class) as they are imported
+# above: classify, predict, dirichlet, in that order.
 
 
 def check_task_data(task: str, datamodule: object) -> None:
     """Raise :class:`~seqrnn.errors.ConfigError` when ``task`` cannot read ``datamodule``'s data
     (e.g. ``task=classify`` on Bayesian symbol sequences, which have no labels)."""
+    if task not in TASKS:
+        raise ConfigError(
+            f"task={task} has no model class registered; its conf/task/{task}.yaml names one "
+            "(model._target_, a subclass of seqrnn.models.SequenceModel with task = "
+            f"{task!r}) that must be importable"
+        )
     wanted = TASKS[task].data_family
     family = getattr(datamodule, "family", None)
     if family != wanted:
@@ -24,7 +35,11 @@ def check_task_data(task: str, datamodule: object) -> None:
 
 __all__ = [
     "check_task_data",
+    "Comparison",
+    "JOBS",
+    "MilestoneSpec",
     "TASKS",
+    "tasks_for",
     "Continuation",
     "NextPixelPredictor",
     "SequenceClassifier",

@@ -34,6 +34,38 @@ class MilestoneSpec:
         return value >= threshold if self.mode == "max" else value <= threshold
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """How the report and the study's results page compare the runs of a task: a ``results.json``
+    (and ``evaluation.json``) key, its title, which way is better, and the milestone whose
+    minutes are shown beside it."""
+
+    metric: str  # e.g. "test_acc"
+    title: str  # e.g. "test accuracy"
+    higher_is_better: bool
+    milestone: str  # a key of results.json's milestones, e.g. "val/acc>=0.98"
+
+
+# The jobs that take a trained model (the entry points of the same names): a task lists those
+# that apply to it in SequenceModel.jobs.
+JOBS = ("evaluate", "analyze", "complete", "inpaint")
+
+# task name -> its LightningModule class: every subclass of SequenceModel that names a task
+# registers itself here when its module is imported (the name is stored in every checkpoint,
+# with the class's import path, so a task of one's own is found again from its checkpoint).
+TASKS: dict[str, type[SequenceModel]] = {}
+
+
+def tasks_for(job: str) -> tuple[str, ...]:
+    """The registered tasks whose models ``job`` (one of :data:`JOBS`) takes."""
+    return tuple(name for name, model in TASKS.items() if job in model.jobs)
+
+
+def class_path(model: type) -> str:
+    """``module.Class``: what a checkpoint keeps to import a task's class again."""
+    return f"{model.__module__}.{model.__qualname__}"
+
+
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
 
@@ -58,6 +90,10 @@ class SequenceModel(L.LightningModule):
     ``final/<split>_<name>``. The task name is stored in every checkpoint (``checkpoint["task"]``)
     so a checkpoint of one task is never loaded as another.
 
+    A subclass that sets :attr:`task` is registered in :data:`TASKS` under that name, with what
+    it declares: :attr:`data_family`, :attr:`milestones`, the :attr:`jobs` that take its trained
+    models, and its :attr:`comparison` for reports (docs/extending.md, "A task of one's own").
+
     Args:
         in_features: inputs per step F (1 for pixels, 28 for rows).
         cell, units, layers, dropout, recurrent_init, forget_bias, gate_bias_init,
@@ -81,6 +117,29 @@ class SequenceModel(L.LightningModule):
     data_family: ClassVar[str] = "mnist"
     # what seqrnn.callbacks.milestones.Milestones records for it (None: nothing)
     milestones: ClassVar[MilestoneSpec | None] = None
+    # the jobs of JOBS that take its trained models (experiments.evaluate, analyze, ...)
+    jobs: ClassVar[tuple[str, ...]] = ("evaluate",)
+    # what the report's table of shipped runs compares (None: no such table)
+    comparison: ClassVar[Comparison | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("task"):
+            return  # an intermediate class: no task of its own
+        unknown = [job for job in cls.jobs if job not in JOBS]
+        if unknown:
+            raise ConfigError(
+                f"task {cls.task!r} ({class_path(cls)}) lists job {unknown[0]!r}; jobs are "
+                f"{', '.join(JOBS)}"
+            )
+        known = TASKS.get(cls.task)
+        # the same class imported again (a reload) replaces itself; another class may not
+        if known is not None and class_path(known) != class_path(cls):
+            raise ConfigError(
+                f"task {cls.task!r} of {class_path(cls)} is taken by {class_path(known)}; "
+                "give the new task another name"
+            )
+        TASKS[cls.task] = cls
 
     def __init__(
         self,
@@ -235,3 +294,4 @@ class SequenceModel(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["task"] = self.task
+        checkpoint["task_class"] = class_path(type(self))

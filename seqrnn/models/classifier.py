@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from seqrnn.models.base import MilestoneSpec, SequenceModel
+from seqrnn.models.base import Comparison, MilestoneSpec, SequenceModel
 from seqrnn.nn import MLPHead
 
 
@@ -32,6 +32,8 @@ class SequenceClassifier(SequenceModel):
 
     task = "classify"
     milestones = MilestoneSpec("val/acc", "max", (0.90, 0.95, 0.97, 0.98, 0.99))
+    jobs = ("evaluate", "analyze")
+    comparison = Comparison("test_acc", "test accuracy", True, "val/acc>=0.98")
 
     def __init__(
         self,

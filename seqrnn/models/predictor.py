@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from seqrnn.errors import ConfigError
-from seqrnn.models.base import MilestoneSpec, SequenceModel
+from seqrnn.models.base import Comparison, MilestoneSpec, SequenceModel
 from seqrnn.nn import MLPHead, State
 
 
@@ -61,6 +61,8 @@ class NextPixelPredictor(SequenceModel):
 
     task = "predict"
     milestones = MilestoneSpec("val/loss", "min", (0.12, 0.10, 0.09, 0.085, 0.08))
+    jobs = ("evaluate", "complete", "inpaint")
+    comparison = Comparison("test_loss", "test BCE (nats/pixel)", False, "val/loss<=0.09")
 
     def __init__(
         self, head_hidden: list[int] | tuple[int, ...] = (), start_value: float = 0.0, **kwargs

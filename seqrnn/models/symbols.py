@@ -32,6 +32,7 @@ class SymbolPredictor(SequenceModel):
 
     task = "dirichlet"
     data_family = "dirichlet"
+    jobs = ("analyze",)
 
     def __init__(self, alpha: Sequence[float] = (10.0, 1.0, 1.0), period: int = 5, **kwargs):
         symbols = len(check_alpha(alpha)) + 1

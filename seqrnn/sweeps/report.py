@@ -435,11 +435,6 @@ REFERENCE = {
     },
     "predict": {"gru-1x32": 0.0954, "gru-1x64": 0.0963, "gru-1x128": 0.0819, "gru-3x32": 0.0906},
 }
-# (task, metric of the comparison, its title, better when higher, milestone to show)
-COMPARED = {
-    "classify": ("test_acc", "test accuracy", True, "val/acc>=0.98"),
-    "predict": ("test_loss", "test BCE (nats/pixel)", False, "val/loss<=0.09"),
-}
 
 
 def comparison_table(shipped: dict[str, dict[str, Any]], task: str) -> str:
@@ -447,10 +442,19 @@ def comparison_table(shipped: dict[str, dict[str, Any]], task: str) -> str:
 
     ``shipped`` maps ``<cell>-<layers>x<units>`` to ``{"evaluation": ..., "results": ...}``:
     the numbers re-computed from the shipped weights (``evaluation.json``) and the training
-    record (``results.json``: epochs, time, milestones).
+    record (``results.json``: epochs, time, milestones). What is compared is the task's
+    ``comparison`` (seqrnn.models.TASKS); a task without reference reports shows "–" there.
     """
-    key, title, higher, milestone = COMPARED[task]
-    reference = REFERENCE[task]
+    from seqrnn.models import TASKS
+
+    compared = TASKS[task].comparison
+    key, title, higher, milestone = (
+        compared.metric,
+        compared.title,
+        compared.higher_is_better,
+        compared.milestone,
+    )
+    reference = REFERENCE.get(task, {})
     lines = [
         f"| config | {title} | reference | better than it | epochs | training minutes | "
         f"minutes to {milestone} |",

@@ -296,6 +296,7 @@ def ship(plan: StudyPlan, runner: Runner) -> list[str]:
 
 def write_results(docs: Path) -> Path:
     """``docs/results.md``: each task's shipped runs beside the reference reports."""
+    from seqrnn.models import TASKS
     from seqrnn.sweeps.report import comparison_table, read_shipped
 
     lines = [
@@ -305,7 +306,7 @@ def write_results(docs: Path) -> Path:
         "ckpt=pretrained:<name>` (each run's `evaluation.json` here); epochs, training time and "
         "milestones from the run's `results.json`. Made by `make study`.",
     ]
-    for task in ("classify", "predict"):
+    for task in [name for name, model in TASKS.items() if model.comparison is not None]:
         shipped = read_shipped(docs, task)
         if shipped:
             lines += ["", f"## {task}", "", comparison_table(shipped, task)]

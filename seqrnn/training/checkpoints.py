@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from seqrnn.errors import CheckpointError, OutputError
 from seqrnn.files import write_atomic
 from seqrnn.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
-from seqrnn.models import TASKS, SequenceModel
+from seqrnn.models import TASKS, SequenceModel, tasks_for
 from seqrnn.pretrained import PREFIX, PRETRAINED_DIR, shipped
 
 # Stack settings a checkpoint must share with the model it is loaded into.
@@ -132,6 +133,8 @@ def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         reason = str(err).split(". ")[0].strip() or type(err).__name__
         raise UnreadableCheckpoint(f"{path} is not a readable checkpoint ({reason})") from err
     found = checkpoint.get("task") if isinstance(checkpoint, dict) else None
+    if found is not None and found not in TASKS:
+        _import_task(path, found, checkpoint.get("task_class"))
     if found not in TASKS:
         raise CheckpointError(f"{path} is not a seqrnn checkpoint (no task recorded in it)")
     if task is not None and found != task:
@@ -139,6 +142,25 @@ def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
             f"checkpoint {path} belongs to task={found}; this job needs a task={task} checkpoint"
         )
     return checkpoint
+
+
+def _import_task(path: Path, task: str, where: str | None) -> None:
+    """Import the class of a task of one's own from the path its checkpoint keeps: importing it
+    registers the task (seqrnn.models.base.TASKS)."""
+    if not where:
+        return  # not seqrnn's: read_checkpoint says so
+    module, _, name = where.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError as err:
+        raise CheckpointError(
+            f"checkpoint {path} is of task={task}, whose class {where} cannot be imported "
+            f"({err}); make its package importable (PYTHONPATH)"
+        ) from err
+    if found is None or task not in TASKS:
+        raise CheckpointError(
+            f"checkpoint {path} is of task={task}, but {where} is not a seqrnn task class"
+        )
 
 
 class UnreadableCheckpoint(CheckpointError):
@@ -202,20 +224,21 @@ def resolve_device(device: str) -> str:
 
 
 def load_trained(
-    ckpt: str | Path, tasks: tuple[str, ...], job: str, device: str = "auto"
+    ckpt: str | Path, job: str, device: str = "auto", tasks: tuple[str, ...] | None = None
 ) -> tuple[SequenceModel, Path, dict[str, Any]]:
-    """The model of checkpoint (run dir, or ``pretrained:NAME``) ``ckpt`` for a ``job`` that
-    takes models of ``tasks``: ``(model in eval mode on device, checkpoint file, the data
-    settings it was trained with)``.
+    """The model of checkpoint (run dir, or ``pretrained:NAME``) ``ckpt`` for ``job``: ``(model
+    in eval mode on device, checkpoint file, the data settings it was trained with)``. The job
+    takes the tasks that list it in their ``jobs`` (seqrnn.models.tasks_for), or ``tasks``.
 
     Raises:
         CheckpointError: no such checkpoint, or one of a task ``job`` does not take.
     """
     path = resolve_checkpoint(ckpt)
-    checkpoint = read_checkpoint(path, tasks[0] if len(tasks) == 1 else None)
+    checkpoint = read_checkpoint(path)
     task = checkpoint["task"]
-    if task not in tasks:
-        allowed = " or ".join(f"task={t}" for t in tasks)
+    takes = tasks_for(job) if tasks is None else tasks
+    if task not in takes:
+        allowed = " or ".join(f"task={t}" for t in takes)
         raise CheckpointError(f"checkpoint {path} belongs to task={task}; {job} takes {allowed}")
     model = TASKS[task].load_from_checkpoint(path, map_location=resolve_device(device)).eval()
     return model, path, checkpoint.get("datamodule_hyper_parameters", {})
