@@ -20,8 +20,11 @@ endif
 # 55,000 training images), then the full evaluation; under 10 minutes on 2 CPU cores.
 TRAIN_BUDGET ?= trainer.max_epochs=1 trainer.limit_train_batches=300
 
-# `make report` reports on the newest sweep; REPORT_DIR=outputs reports on every run.
-REPORT_DIR ?= $(firstword $(shell ls -td outputs/multirun/*/ 2>/dev/null))
+# Where everything is written: $SEQRNN_OUTPUTS, else outputs/ (seqrnn/layout.py; the configs'
+# paths.root reads the same).
+OUTPUTS = $(or $(SEQRNN_OUTPUTS),outputs)
+# `make report` reports on the newest sweep; REPORT_DIR=$(OUTPUTS) reports on every run.
+REPORT_DIR ?= $(firstword $(shell ls -td $(OUTPUTS)/multirun/*/ 2>/dev/null))
 
 .PHONY: install test train study search tensorboard bench gpu-check report slurm-local lint format clean
 
@@ -48,7 +51,7 @@ search:
 	$(BIN)/python -m experiments.search $(ARGS)
 
 tensorboard:
-	$(BIN)/tensorboard --logdir outputs
+	$(BIN)/tensorboard --logdir $(OUTPUTS)
 
 bench:
 	$(BIN)/python -m experiments.bench $(ARGS)
@@ -59,7 +62,7 @@ gpu-check:
 	$(BIN)/python -m experiments.gpu_check $(ARGS)
 
 report:
-	@test -n "$(REPORT_DIR)" || { echo "error: no sweep in outputs/multirun; give REPORT_DIR=<dir>" >&2; exit 2; }
+	@test -n "$(REPORT_DIR)" || { echo "error: no sweep in $(OUTPUTS)/multirun; give REPORT_DIR=<dir>" >&2; exit 2; }
 	$(BIN)/python -m experiments.report $(REPORT_DIR)
 
 # A one-node SLURM cluster on this machine (Debian's slurm-wlm and munge; as root), for trying

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
-from seqrnn.layout import LAST_CHECKPOINT
+from seqrnn.layout import LAST_CHECKPOINT, RUN_CONFIG, RUN_OVERRIDES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXIT_USAGE = 2
@@ -131,6 +131,27 @@ def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
+# Hydra's flags that pick what a command does: one at a time (Hydra's own error is a traceback).
+MODE_FLAGS = {
+    "-m": "--multirun",
+    "--multirun": "--multirun",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-i": "--info",
+    "--info": "--info",
+}
+
+
+def check_modes(argv: list[str]) -> None:
+    """Fail with one line when the command asks for two of a sweep, ``--cfg`` and ``--info``."""
+    modes = list(dict.fromkeys(MODE_FLAGS[token] for token in argv if token in MODE_FLAGS))
+    if len(modes) > 1:
+        fail(
+            f"{' and '.join(modes)} cannot go together: give one of them (to see a sweep's "
+            "config, --cfg job with one value per option)"
+        )
+
+
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     """Fail with one line for ``group=option`` where no ``conf/<group>/<option>.yaml`` exists
     (in ``conf_dir`` or a folder of ``hydra.searchpath``).
@@ -189,7 +210,7 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
     if not tokens:
         return argv
     run_dir = Path(tokens[-1].split("=", 1)[1]).expanduser()
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides_file = run_dir / RUN_OVERRIDES
     if overrides_file.is_file() and not (run_dir / run_file).is_file():
         fail(
             f"resume={run_dir} has no {run_file}: the run stopped before its first save (at "
@@ -199,10 +220,10 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
     if not (run_dir / run_file).is_file() or not overrides_file.is_file():
         fail(
             f"resume={run_dir} is not a run dir to resume: it needs {run_file} and "
-            ".hydra/overrides.yaml (give the dir that `python -m experiments.train` printed)"
+            f"{RUN_OVERRIDES} (give the dir that `python -m experiments.train` printed)"
         )
     given = {override.key_or_group for _, override in _overrides(argv)}
-    changed = changed_model_keys(argv, run_dir / ".hydra" / "config.yaml")
+    changed = changed_model_keys(argv, run_dir / RUN_CONFIG)
     if changed:
         fail(
             f"resume={run_dir} cannot change {', '.join(changed)}: a resumed run keeps the "
@@ -215,13 +236,13 @@ def expand_resume(argv: list[str], run_file: str = LAST_CHECKPOINT) -> list[str]
         if (p := _parse(t)) is not None and p.key_or_group not in given | {"resume", "skip_done"}
     ]
     extra = [] if "skip_done" in given else ["skip_done=false"]
-    pinned = pinned_recipe(run_dir / ".hydra" / "config.yaml")
+    pinned = pinned_recipe(run_dir / RUN_CONFIG)
     return with_overrides([*kept, *pinned], argv, [*extra, f"hydra.run.dir='{run_dir}'"])
 
 
 # What a resumed run cannot change: the model its last.ckpt holds, and what its inputs are.
 # (A size= that changes the shape is refused by the checkpoint's own check, in one line.)
-MODEL_SHAPE_KEYS = ("task", "cell", "units", "layers", "data.order")
+MODEL_SHAPE_KEYS = ("task", "cell", "units", "layers", "data.order", "data.permutation_seed")
 
 
 def changed_model_keys(argv: list[str], config_file: Path) -> list[str]:
@@ -370,6 +391,7 @@ def prepare_argv(argv: list[str], required: dict[str, str] | None = None) -> lis
     default.
     """
     argv = ["~recipe" if token == "recipe=null" else token for token in argv]
+    check_modes(argv)
     check_group_choices(argv)
     for key, what in (required or {}).items():
         if not any(token.startswith(f"{key}=") for token in argv):

@@ -164,7 +164,8 @@ MODE = choice("min", "max")
 # What every command that reads MNIST shares (conf/data/mnist.yaml).
 MNIST = {
     "data.root": text(null=True),
-    "data.order": choice("pixel", "row"),
+    "data.order": choice("pixel", "row", "permuted"),
+    "data.permutation_seed": SEED,
     "data.threshold": number(at_least=0, below=1),
     "data.val_size": integer(1, MAX_BATCH - 1),
     "data.batch_size": integer(1, MAX_BATCH),

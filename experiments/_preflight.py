@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments._options import OPTIONS, problems
+from seqrnn.layout import HYDRA_DIR, LOCK_FILE
 
 # Hydra's flags that print something instead of running a job: nothing to check.
 PRINTING_FLAGS = {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--resolve"}
@@ -235,7 +236,7 @@ def remove_if_unused(run_dir: Path, since: float, new_dirs: Sequence[Path] = ())
     trained, nor anything older than this command, is ever removed."""
     if not run_dir.is_dir():
         return False
-    hydra_own = {".hydra", ".lock"}
+    hydra_own = {HYDRA_DIR, LOCK_FILE}
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     for path in files:
         top = path.relative_to(run_dir).parts[0]

@@ -2,9 +2,9 @@
 
 Lightning's own launcher hands its child processes rank 0's run dir on their command line. torchrun
 and srun instead start every rank as a command of its own, and each would time-stamp a run dir
-of its own (``${now:...}`` in ``hydra.run.dir``), one of them holding the run and the others only
-a log. Here the ranks agree on the stamp before Hydra composes anything; the run-dir patterns
-(conf/hydra/default.yaml, conf/train.yaml) read it from ``SEQRNN_RUN_STAMP``:
+of its own (``${seqrnn.stamp:}`` in ``hydra.run.dir``), one of them holding the run and the
+others only a log. Here the ranks agree on the stamp before Hydra composes anything; the
+run-dir patterns read it from ``SEQRNN_RUN_STAMP`` (experiments/__init__.py):
 
 - torchrun: rank 0 puts a time stamp in torchrun's own key-value store, the others read it; a
   restarted group (``--max-restarts``) reads the same stamp, so it goes on in the same run dir
@@ -23,8 +23,8 @@ import datetime
 import os
 from collections.abc import Mapping
 
-STAMP_VARIABLE = "SEQRNN_RUN_STAMP"
-STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"  # what ${now:...} writes in the run-dir patterns
+from seqrnn.layout import STAMP_FORMAT, STAMP_VARIABLE
+
 STORE_KEY = "seqrnn/run-stamp"
 STORE_TIMEOUT = datetime.timedelta(minutes=5)
 

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments._cli import first_process, quiet_lightning
-from seqrnn.layout import LAST_CHECKPOINT, RESULTS_FILE
+from seqrnn.layout import LAST_CHECKPOINT, RESULTS_FILE, TENSORBOARD_DIR
 
 
 def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def check_memory(cfg: DictConfig) -> None:
     if "segments" in data:  # Bayesian sequences: symbols in, one per step
         steps, inputs = int(data.segments) * (int(data.period) + 1), len(data.alpha) + 1
     else:
-        steps, inputs = (784, 1) if data.order == "pixel" else (28, 28)
+        steps, inputs = (28, 28) if data.order == "row" else (784, 1)
     batch = max(int(data.batch_size), 1)
     weights = 4 * layers * units * (units + max(inputs, units) + 2)  # 4 gates at most
     need = weights * PARAMETER_BYTES + batch * steps * units * layers * ACTIVATION_BYTES
@@ -299,6 +299,6 @@ def print_outputs(run_dir: Path, results: dict[str, Any]) -> None:
         f"{results['wall_seconds']:.0f} s)",
         f"checkpoint:  {run_dir / results['checkpoint'] if results['checkpoint'] else 'none kept'}",
     ]
-    if (run_dir / "tensorboard").is_dir():
-        lines.append(f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}")
+    if (run_dir / TENSORBOARD_DIR).is_dir():
+        lines.append(f"tensorboard: tensorboard --logdir {run_dir / TENSORBOARD_DIR}")
     tell("\n".join(lines))

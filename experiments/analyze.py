@@ -36,12 +36,14 @@ def run(cfg: DictConfig) -> dict:
         )
     out_dir = Path(cfg.paths.output_dir)
     if isinstance(model, SequenceClassifier):
-        datamodule = trained_data(cfg, trained_on)
+        datamodule = trained_data(cfg, trained_on)  # in the model's order (permuted too)
         images, labels = datamodule.splits["test"]
         if cfg.count is not None:
             count = require_int("count", cfg.count, 1)
             images, labels = images[:count], labels[:count]
-        report = analyze_classifier(model, images, labels, out_dir, cfg.image, str(path))
+        report = analyze_classifier(
+            model, images, labels, out_dir, cfg.image, str(path), datamodule.order
+        )
         print_study_outputs(out_dir, report, [ANALYSIS_FILE])
         print(
             f"  final accuracy {report['final_accuracy']:.4f}, 95% of it from step "

@@ -1,6 +1,7 @@
 """Benchmarks: ``python -m experiments.bench [stack_backends] [train_throughput] [sampling] ...``.
 
-Each benchmark writes ``outputs/bench/<name>.json`` (numbers, settings, machine) and prints a
+Each benchmark writes ``<outputs root>/bench/<name>.json`` (``outputs/`` unless
+``$SEQRNN_OUTPUTS`` says else; numbers, settings, machine) and prints a
 table. ``--quick`` runs a small version of each, to check that it works.
 """
 
@@ -24,6 +25,7 @@ from seqrnn.bench import (
     stack_backends,
     train_throughput,
 )
+from seqrnn.layout import outputs_root
 
 BENCHMARKS = {
     "stack_backends": stack_backends,
@@ -38,7 +40,9 @@ BENCHMARKS = {
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"some of: {', '.join(BENCHMARKS)} (default all)")
-    parser.add_argument("--out", default="outputs/bench", help="folder for the JSON reports")
+    parser.add_argument(
+        "--out", default=f"{outputs_root()}/bench", help="folder for the JSON reports"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of each benchmark")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch's threads (default: torch's own choice)"

@@ -19,10 +19,11 @@ from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY
 
 def run(cfg: DictConfig) -> dict:
     from seqrnn.studies.completion import check_horizons, run_study
-    from seqrnn.training.checkpoints import load_trained
+    from seqrnn.training.checkpoints import check_order, load_trained
 
     check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
     model, path, trained_on = load_trained(cfg.ckpt, "complete", cfg.device)
+    check_order(path, trained_on, "complete", ("pixel",))
     datamodule = trained_data(cfg, trained_on, order="pixel")
     images, labels = datamodule.splits["test"]
     out_dir = Path(cfg.paths.output_dir)

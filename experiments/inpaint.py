@@ -21,10 +21,11 @@ from seqrnn.layout import INPAINT_FILE, POSTERIOR_FILE
 def run(cfg: DictConfig) -> dict:
     from seqrnn.errors import require_int
     from seqrnn.studies.inpainting import KINDS, build_set, check_hidden_counts, load_set, run_study
-    from seqrnn.training.checkpoints import load_trained
+    from seqrnn.training.checkpoints import check_order, load_trained
 
     require_int("max_hidden", cfg.max_hidden, 1)
     model, path, trained_on = load_trained(cfg.ckpt, "inpaint", cfg.device)
+    check_order(path, trained_on, "inpaint", ("pixel",))
     datamodule = trained_data(cfg, trained_on, order="pixel")
     if cfg.dataset in KINDS:
         images, labels = datamodule.splits["test"]

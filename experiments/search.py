@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments._cli import entry_point
+from seqrnn.layout import HYDRA_DIR, RUN_CONFIG, RUN_OVERRIDES
 
 STUDY_FILE = "study.db"
 WORKER_KEY = "+search_worker"  # set on the extra worker processes a search starts
@@ -128,9 +129,9 @@ def search_study(cfg: DictConfig) -> None:
         overrides = trial_overrides(cfg, params, trial_dir, threads)
         train_cfg = compose(config_name="train", overrides=overrides)
         # Like a Hydra run dir: the composed config and overrides, for reports and resume=.
-        (trial_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(train_cfg, trial_dir / ".hydra" / "config.yaml")
-        OmegaConf.save(OmegaConf.create(overrides), trial_dir / ".hydra" / "overrides.yaml")
+        (trial_dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(train_cfg, trial_dir / RUN_CONFIG)
+        OmegaConf.save(OmegaConf.create(overrides), trial_dir / RUN_OVERRIDES)
         trial.set_user_attr("run_dir", str(trial_dir))
         results = build_and_train(
             train_cfg, extra_callbacks=[PruneOnValidation(trial, search.monitor)]

@@ -1,9 +1,29 @@
-"""Names that several modules share: what a run dir and a study dir hold, how a run is named,
-and the MNIST image side.
+"""Names that several modules share: where outputs go, what a run dir and a study dir hold, how
+a run is named, and the MNIST image side.
 
-Plain constants, no imports, so that the quick argument checks of the entry points can use them
-without loading torch.
+Plain constants and the standard library only, so that the quick argument checks of the entry
+points can use them without loading torch.
 """
+
+import os
+
+# Everything seqrnn writes goes under one folder (docs/usage.md, "Where outputs go"): the
+# configs' `paths.root` (conf/paths/default.yaml) is $SEQRNN_OUTPUTS, else outputs/ where the
+# command runs; the tools without a config (make bench, the Makefile) read the same.
+OUTPUTS_VARIABLE = "SEQRNN_OUTPUTS"
+# A run dir's stamp: its start time, to the microsecond so that jobs started in the same second
+# never share a dir; the ranks of a torchrun or srun launch agree on one (experiments/_ranks.py)
+# and hand it to the run-dir patterns in this variable.
+STAMP_VARIABLE = "SEQRNN_RUN_STAMP"
+STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"
+
+# What Hydra and the logger write into every run dir.
+HYDRA_DIR = ".hydra"
+RUN_CONFIG = f"{HYDRA_DIR}/config.yaml"  # the composed config the run trained with
+RUN_OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # its command line's overrides
+TENSORBOARD_DIR = "tensorboard"
+FIGURES_DIR = "figures"  # the PNG figures of a study of a trained model
+LOCK_FILE = ".lock"  # held while a run trains (seqrnn/training/lock.py)
 
 # A training run's dir (docs/usage.md, "Where outputs go"): results, and its checkpoints.
 RESULTS_FILE = "results.json"
@@ -31,6 +51,11 @@ IMAGE_SIDE = 28
 # sequences of 784 steps, ~3 GB of log-probabilities for one image) it is slow already; past
 # it, memory runs out: the cap on ``max_hidden``.
 MAX_HIDDEN_PIXELS = 20
+
+
+def outputs_root() -> str:
+    """The folder every run, sweep, search, study and benchmark dir is under."""
+    return os.environ.get(OUTPUTS_VARIABLE) or "outputs"
 
 
 def run_name(task: str, cell: str, size: str) -> str:

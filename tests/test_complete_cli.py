@@ -37,7 +37,7 @@ def test_completes_and_writes_the_study(tiny_mnist, checkpoints, tmp_path):
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("classifier", "belongs to task=classify; this job needs a task=predict checkpoint"),
+        ("classifier", "belongs to task=classify; complete takes task=predict"),
         ("missing", "does not exist"),
         ("too_far", "n=400 is not allowed; each n must be an integer from 1 to the hidden part"),
         ("no_ckpt", "ckpt=<run dir or .ckpt> is required"),

@@ -97,10 +97,33 @@ def test_val_size_must_leave_training_images(tiny_mnist):
         make_dm(tiny_mnist, val_size=100)
 
 
+def test_permuted_order_reads_every_split_in_one_fixed_order_of_its_seed(tiny_mnist):
+    pixel = make_dm(tiny_mnist)
+    permuted = make_dm(tiny_mnist, order="permuted", permutation_seed=7)
+    assert (permuted.steps, permuted.features) == (784, 1)
+    assert permuted.description == "permuted order (seed 7)"
+    assert permuted.order_settings() == {"permutation_seed": 7}
+    # which pixel each step reads, found by brute force: image i has pixel i alone on
+    unit = torch.eye(784).reshape(784, 28, 28)
+    order = permuted._as_sequences(unit)[:, :, 0].argmax(dim=0)
+    assert sorted(order.tolist()) == list(range(784)) and order.tolist() != list(range(784))
+    # the same order for every image of every split, labels untouched
+    for split in EVAL_SPLITS:
+        assert torch.equal(permuted.splits[split][0], pixel.splits[split][0][:, order])
+        assert torch.equal(permuted.splits[split][1], pixel.splits[split][1])
+    # the seed alone decides it: the same seed again agrees (whatever the shuffling seed),
+    # another seed does not
+    again = make_dm(tiny_mnist, order="permuted", permutation_seed=7, seed=3)
+    other = make_dm(tiny_mnist, order="permuted", permutation_seed=8)
+    assert torch.equal(again.splits["val"][0], permuted.splits["val"][0])
+    assert not torch.equal(other.splits["val"][0], permuted.splits["val"][0])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"order": "column"}, "data.order='column' is not allowed; choose one of: pixel, row"),
+        ({"order": "column"}, "data.order='column' is not allowed; choose one of: pixel, row, "),
+        ({"permutation_seed": -1}, "data.permutation_seed=-1 is not allowed"),
         ({"batch_size": 0}, "data.batch_size=0 is not allowed"),
     ],
 )

@@ -55,7 +55,7 @@ def test_inpaints_a_users_file_without_ground_truth(tiny_mnist, checkpoints, tmp
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("classifier", "belongs to task=classify; this job needs a task=predict checkpoint"),
+        ("classifier", "belongs to task=classify; inpaint takes task=predict"),
         ("bad_shape", r"images has shape [3, 100]; expected [N, 784] or [N, 28, 28]"),
         ("too_many", "image 0 has 20 hidden pixels; the cap is max_hidden=12"),
     ],

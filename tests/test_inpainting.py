@@ -8,15 +8,8 @@ import torch
 
 from seqrnn.errors import DataError
 from seqrnn.models import NextPixelPredictor
-from seqrnn.studies.inpainting import (
-    brute_force_log_joint,
-    build_set,
-    candidates,
-    load_set,
-    posteriors,
-    run_study,
-    study_metrics,
-)
+from seqrnn.models.inpainting import brute_force_log_joint, candidates, posteriors
+from seqrnn.studies.inpainting import build_set, load_set, run_study, study_metrics
 
 
 def images_with_hidden(spots, count=3, seed=0):

@@ -135,7 +135,7 @@ def test_a_refused_command_leaves_no_run_dir_behind(tiny_mnist, checkpoints, tmp
         "data.verify=false",
         f"hydra.run.dir={out}",
     )
-    assert result.returncode == 2 and "needs a task=predict checkpoint" in result.stderr
+    assert result.returncode == 2 and "complete takes task=predict" in result.stderr
     assert not out.exists()
 
 

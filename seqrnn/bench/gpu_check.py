@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from seqrnn.data import MNIST_FILES, write_idx
+from seqrnn.layout import RESULTS_FILE
 from seqrnn.models import TASKS, NextPixelPredictor
+from seqrnn.models.inpainting import brute_force_log_joint, posteriors
 from seqrnn.nn import RecurrentStack
 from seqrnn.nn.reference import reference_forward
-from seqrnn.studies.inpainting import brute_force_log_joint, posteriors
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 784
@@ -173,7 +174,7 @@ def run_checks(device: torch.device) -> Iterator[tuple[str, bool, str]]:
             done = subprocess.run(
                 command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
             )
-            yield f"run {name}", *_run_outcome(done, run_dir / "results.json")
+            yield f"run {name}", *_run_outcome(done, run_dir / RESULTS_FILE)
 
 
 def _run_outcome(done: subprocess.CompletedProcess, results_file: Path) -> tuple[bool, str]:

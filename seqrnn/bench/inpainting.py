@@ -2,7 +2,7 @@
 
 The workload of ``experiments.inpaint dataset=two_by_two``: ``count`` images, one hidden 2x2
 window each, 16 candidate fillings. ``shared`` is
-:func:`seqrnn.studies.inpainting.posteriors` (pixels before the window read once per image,
+:func:`seqrnn.models.inpainting.posteriors` (pixels before the window read once per image,
 the state copied to the 16 candidates, which then read on from the window); ``brute`` scores
 the 16 completed images with full passes. Both batch ``max_sequences`` sequences at a time. The
 images and windows are MNIST's (stroke placement) when the data is found, else random images
@@ -19,7 +19,8 @@ from seqrnn.bench.common import device, timed
 from seqrnn.data import MNISTSequenceDataModule
 from seqrnn.errors import DataError
 from seqrnn.models import NextPixelPredictor
-from seqrnn.studies.inpainting import build_set, candidates, posteriors
+from seqrnn.models.inpainting import candidates, posteriors
+from seqrnn.studies.inpainting import build_set
 
 QUICK = {"count": 40}
 

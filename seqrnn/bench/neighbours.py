@@ -33,9 +33,7 @@ def _run_seq_s(follow: bool, size: str, batch: int, batches: int, warmup: int, b
     ``results`` once every run of the measurement passed ``barrier``."""
     import warnings
 
-    import lightning as L
-
-    from seqrnn.bench.train_throughput import _BatchClock, make_batches, parse_size
+    from seqrnn.bench.train_throughput import _BatchClock, make_batches, parse_size, timing_trainer
     from seqrnn.callbacks import ShareCores
     from seqrnn.models import SequenceClassifier
 
@@ -46,16 +44,7 @@ def _run_seq_s(follow: bool, size: str, batch: int, batches: int, warmup: int, b
     # every 1 s rather than 3: the measurement is short; the decision is the same
     share = ShareCores(threads=None if follow else torch.get_num_threads(), every_seconds=1.0)
     clock = _BatchClock()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[share, clock],
-    )
+    trainer = timing_trainer(accelerator="cpu", callbacks=[share, clock])
     model(next(iter(loader))[0])  # builds the fused kernels before the clock starts
     barrier.wait()
     with warnings.catch_warnings():

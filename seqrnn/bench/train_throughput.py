@@ -123,18 +123,8 @@ def lightning_seconds(
     model: SequenceClassifier, loader: SequenceBatches, precision: str
 ) -> list[float]:
     clock = _BatchClock()
-    trainer = L.Trainer(
-        accelerator="auto",
-        devices=1,
-        precision=precision,
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        callbacks=[clock],
+    trainer = timing_trainer(
+        accelerator="auto", devices=1, precision=precision, gradient_clip_val=1.0, callbacks=[clock]
     )
     with warnings.catch_warnings():
         # The classifier has a validation_step; this run has no validation data, on purpose.
@@ -145,6 +135,20 @@ def lightning_seconds(
 
 MEASURES = {"stack": stack_seconds, "plain": plain_seconds, "lightning": lightning_seconds}
 PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def timing_trainer(**kwargs: Any) -> L.Trainer:
+    """A Trainer that only trains, one epoch: no validation, logger, checkpoints, bar or model
+    summary (``kwargs`` add to it), so that a clock callback times the training steps alone."""
+    settings = {
+        "max_epochs": 1,
+        "limit_val_batches": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**settings, **kwargs})
 
 
 def run(

@@ -58,6 +58,11 @@ class SequenceDataModule(L.LightningDataModule):
         HPARAMS tab); none by default."""
         return {}
 
+    def order_settings(self) -> dict[str, Any]:
+        """What, beside ``order``, fixes how a sequence reads the data (``results.json`` keeps
+        it beside the order); none by default."""
+        return {}
+
     def train_dataloader(self) -> SequenceBatches:
         loader = SequenceBatches(
             *self.splits["train"], self.batch_size, shuffle=True, seed=self.seed, **self._shard()

@@ -9,23 +9,34 @@ from seqrnn.data.mnist import binarize, load_mnist, locate_mnist
 from seqrnn.errors import ConfigError, require_choice, require_int
 from seqrnn.layout import IMAGE_SIDE
 
-ORDERS = ("pixel", "row")
+ORDERS = ("pixel", "row", "permuted")
+
+
+def pixel_permutation(pixels: int, seed: int) -> torch.Tensor:
+    """``[pixels]`` the fixed order in which ``order="permuted"`` reads an image's pixels: a
+    random permutation drawn from ``seed`` alone (the same on every machine and in every split)."""
+    return torch.randperm(pixels, generator=torch.Generator().manual_seed(seed))
 
 
 class MNISTSequenceDataModule(SequenceDataModule):
-    """Binarized MNIST read pixel by pixel (``[B, 784, 1]``) or row by row (``[B, 28, 28]``).
+    """Binarized MNIST read pixel by pixel (``[B, 784, 1]``), row by row (``[B, 28, 28]``), or
+    pixel by pixel in one fixed random order (``[B, 784, 1]``, permuted MNIST).
 
-    Splits: the first ``N - val_size`` training images train, the last ``val_size`` validate
-    (fixed, not shuffled), the test file tests. For MNIST: 55,000 / 5,000 / 10,000.
+        Splits: the first ``N - val_size`` training images train, the last ``val_size`` validate
+        (fixed, not shuffled), the test file tests. For MNIST: 55,000 / 5,000 / 10,000.
 
-    Args:
-        root: folder of the IDX files (None: ``$SEQRNN_DATA_DIR``, then ``data/mnist``).
-        order: ``"pixel"`` (T = H*W steps of 1 pixel) or ``"row"`` (T = H steps of W pixels).
-        threshold: a pixel is 1 where ``intensity / 255 > threshold``.
-        val_size: images taken from the end of the training file for validation.
-        batch_size: training batch size; ``eval_batch_size`` for validation and testing.
-        download, verify: see :func:`seqrnn.data.mnist.load_mnist`.
-        seed: seed of the per-epoch shuffling.
+        Args:
+            root: folder of the IDX files (None: ``$SEQRNN_DATA_DIR``, then ``data/mnist``).
+            order: ``"pixel"`` (T = H*W steps of 1 pixel), ``"row"`` (T = H steps of W pixels) or
+                ``"permuted"`` (T = H*W steps of 1 pixel, in the order of
+                :func:`pixel_permutation` of ``permutation_seed``).
+            threshold: a pixel is 1 where ``intensity / 255 > threshold``.
+            val_size: images taken from the end of the training file for validation.
+            batch_size: training batch size; ``eval_batch_size`` for validation and testing.
+            download, verify: see :func:`seqrnn.data.mnist.load_mnist`.
+            seed: seed of the per-epoch shuffling.
+            permutation_seed: the seed of the permuted order's permutation (kept in checkpoints,
+                so that a later job reads the pixels in the order the model was trained on).
     """
 
     family = "mnist"
@@ -41,6 +52,7 @@ class MNISTSequenceDataModule(SequenceDataModule):
         download: bool = True,
         verify: bool = True,
         seed: int = 0,
+        permutation_seed: int = 0,
     ) -> None:
         super().__init__()
         # Kept in every checkpoint, so later jobs read the images as the model was trained on.
@@ -52,26 +64,32 @@ class MNISTSequenceDataModule(SequenceDataModule):
         self.batch_size = require_int("data.batch_size", batch_size, 1)
         self.eval_batch_size = require_int("data.eval_batch_size", eval_batch_size, 1)
         self.download, self.verify, self.seed = download, verify, seed
+        self.permutation_seed = require_int("data.permutation_seed", permutation_seed, 0)
         self.image_shape = (IMAGE_SIDE, IMAGE_SIDE)  # updated from the files in setup()
 
     @property
     def description(self) -> str:
         """What the reports call this data: the reading order."""
+        if self.order == "permuted":
+            return f"permuted order (seed {self.permutation_seed})"
         return f"{self.order} order"
 
     def settings(self) -> dict[str, float]:
-        return {"threshold": self.threshold}
+        return {"threshold": self.threshold, **self.order_settings()}
+
+    def order_settings(self) -> dict[str, int]:
+        return {"permutation_seed": self.permutation_seed} if self.order == "permuted" else {}
 
     @property
     def steps(self) -> int:
         """Sequence length T."""
         height, width = self.image_shape
-        return height * width if self.order == "pixel" else height
+        return height if self.order == "row" else height * width
 
     @property
     def features(self) -> int:
         """Inputs per step F: 1 pixel, or one row of W pixels."""
-        return 1 if self.order == "pixel" else self.image_shape[1]
+        return self.image_shape[1] if self.order == "row" else 1
 
     def prepare_data(self) -> None:
         # Runs on one process per node: fetch missing files once before setup() reads them.
@@ -100,6 +118,12 @@ class MNISTSequenceDataModule(SequenceDataModule):
         }
 
     def _as_sequences(self, images: torch.Tensor) -> torch.Tensor:
-        """``[N, H, W]`` -> ``[N, T, F]`` for the configured order (a view, no copy)."""
+        """``[N, H, W]`` -> ``[N, T, F]`` for the configured order (a view, no copy; the
+        permuted order gathers a copy)."""
         n, height, width = images.shape
-        return images.reshape(n, height * width, 1) if self.order == "pixel" else images
+        if self.order == "row":
+            return images
+        pixels = images.reshape(n, height * width, 1)
+        if self.order == "permuted":
+            pixels = pixels[:, pixel_permutation(height * width, self.permutation_seed)]
+        return pixels

@@ -94,9 +94,11 @@ def analyze_classifier(
     out_dir: str | Path,
     image: int = 0,
     checkpoint: str | None = None,
+    order: str = "pixel",
 ) -> dict[str, Any]:
-    """States of one image and the read-out over time on the whole test set; writes
-    ``analysis.json``, ``figures/*.png`` and TensorBoard logs into ``out_dir``."""
+    """States of one image and the read-out over time on the whole test set (``test_images``
+    ``[N, T, F]``, read in the model's ``order``); writes ``analysis.json``, ``figures/*.png``
+    and TensorBoard logs into ``out_dir``."""
     if isinstance(image, bool) or not isinstance(image, int) or not 0 <= image < len(test_images):
         raise ConfigError(
             f"image={image!r} is not allowed; it must be an integer in 0..{len(test_images) - 1} "
@@ -106,8 +108,8 @@ def analyze_classifier(
     accuracy, confidence = readout_over_time(model, test_images, test_labels)
     final = float(accuracy[-1])
     knows = int(torch.nonzero(accuracy >= 0.95 * final)[0]) + 1 if final > 0 else None
-    steps, features = test_images.shape[1:]
-    per_row = IMAGE_SIDE if features == 1 else None
+    # pixel order: the heatmaps mark where each image row starts (other orders have no rows)
+    per_row = IMAGE_SIDE if order == "pixel" else None
     x = test_images[image]
     with torch.no_grad():
         probs = torch.softmax(model(x.float()[None].to(model.device)), dim=-1)[0].cpu()

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from seqrnn.errors import ConfigError, require_int
 from seqrnn.files import write_json_atomic
-from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY, IMAGE_SIDE
+from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY, FIGURES_DIR, IMAGE_SIDE
 from seqrnn.models import NextPixelPredictor
 from seqrnn.studies.figures import image_grid, render, save_figures
 
@@ -298,7 +298,7 @@ def run_study(
             name: {"test_index": int(masked.index[i]), "label": int(masked.labels[i])}
             for name, i in picks.items()
         },
-        "figures": [f"figures/{name}.png" for name in figures],
+        "figures": [f"{FIGURES_DIR}/{name}.png" for name in figures],
     }
     summary = summary_markdown(report)
     save_figures(out_dir, figures, "completion", texts={"summary": summary})

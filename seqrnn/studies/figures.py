@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from seqrnn.layout import IMAGE_SIDE
+from seqrnn.layout import FIGURES_DIR, IMAGE_SIDE, TENSORBOARD_DIR
 
 COLOURS = {
     "seen": (np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])),  # (off, on)
@@ -97,10 +97,10 @@ def save_figures(
     paths relative to ``out_dir``."""
     from torch.utils.tensorboard import SummaryWriter
 
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR))
     for name, figure in figures.items():
-        figure.savefig(out_dir / "figures" / f"{name}.png", dpi=100)
+        figure.savefig(out_dir / FIGURES_DIR / f"{name}.png", dpi=100)
         writer.add_figure(f"{tag}/{name}", figure, close=False)
     for name, text in (texts or {}).items():
         writer.add_text(f"{tag}/{name}", text)

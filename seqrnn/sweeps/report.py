@@ -33,7 +33,9 @@ from seqrnn.layout import (
     EVALUATION_FILE,
     LAST_CHECKPOINT,
     RESULTS_FILE,
+    RUN_CONFIG,
     SHIPPED_CONFIG_FILE,
+    TENSORBOARD_DIR,
 )
 
 REFERENCE_SIZES = ("1x32", "1x64", "1x128", "3x32")
@@ -119,13 +121,13 @@ class Run:
 def find_runs(root: str | Path) -> list[Run]:
     """Every run dir below ``root`` (``root`` itself included), sorted by path."""
     root = Path(root)
-    dirs = {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    dirs = {p.parent.parent for p in root.rglob(RUN_CONFIG)}
     dirs |= {p.parent for p in root.rglob(RESULTS_FILE)}
     return [run for run in (_read_run(d) for d in sorted(dirs)) if run is not None]
 
 
 def _read_run(path: Path) -> Run | None:
-    config_file = path / ".hydra" / "config.yaml"
+    config_file = path / RUN_CONFIG
     if not config_file.is_file():
         config_file = path / SHIPPED_CONFIG_FILE
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
@@ -294,11 +296,11 @@ def markdown_table(columns: dict[str, list[Run]]) -> str:
 def read_curve(path: Path) -> list[float] | None:
     """``val/loss`` per epoch of a run dir (its TensorBoard events) or of a shipped run (its
     ``curve.csv``); None if it has neither."""
-    if (path / "tensorboard").is_dir():
+    if (path / TENSORBOARD_DIR).is_dir():
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         logging.getLogger("tensorboard").setLevel(logging.WARNING)  # a line per file read
-        events = EventAccumulator(str(path / "tensorboard"), size_guidance={"scalars": 0})
+        events = EventAccumulator(str(path / TENSORBOARD_DIR), size_guidance={"scalars": 0})
         events.Reload()
         if "val/loss" not in events.Tags().get("scalars", []):
             return None

@@ -28,6 +28,9 @@ from seqrnn.layout import (
     EVALUATION_FILE,
     INPAINT_FILE,
     RESULTS_FILE,
+    RUN_CONFIG,
+    RUN_OVERRIDES,
+    TENSORBOARD_DIR,
     run_name,
 )
 
@@ -275,9 +278,9 @@ def ship(plan: StudyPlan, runner: Runner) -> list[str]:
         if not plan.dry_run:
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy2(results_file, target / RESULTS_FILE)
-            for part in ("config.yaml", "overrides.yaml"):
-                if (run_dir / ".hydra" / part).is_file():
-                    shutil.copy2(run_dir / ".hydra" / part, target / part)
+            for part in (RUN_CONFIG, RUN_OVERRIDES):
+                if (run_dir / part).is_file():
+                    shutil.copy2(run_dir / part, target / Path(part).name)
             write_curve(run_dir, target)  # the report's curves, without the run dir
         if not weights.is_file() or weights.stat().st_mtime < results_file.stat().st_mtime:
             # newer weights than the shipped ones, trained by this study: replace them
@@ -344,5 +347,5 @@ def run_study(plan: StudyPlan) -> None:
                 study_dir,
                 plan.docs / study_dir.name,
                 dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("tensorboard", "*.npz", "*.log"),
+                ignore=shutil.ignore_patterns(TENSORBOARD_DIR, "*.npz", "*.log"),
             )

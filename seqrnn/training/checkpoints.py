@@ -21,7 +21,7 @@ _ARCHITECTURE_KEYS = ("cell", "units", "layers", "in_features")
 RUN_DIR_CHECKPOINTS = (BEST_CHECKPOINT, LAST_CHECKPOINT)
 # The data settings a model was trained with, which its checkpoint keeps: a study, an evaluation
 # or a benchmark reads the images the same way.
-TRAINED_DATA_KEYS = ("order", "threshold", "val_size")
+TRAINED_DATA_KEYS = ("order", "permutation_seed", "threshold", "val_size")
 
 
 # What a shipped checkpoint keeps of a training checkpoint: enough to load and evaluate it.
@@ -242,3 +242,19 @@ def load_trained(
         raise CheckpointError(f"checkpoint {path} belongs to task={task}; {job} takes {allowed}")
     model = TASKS[task].load_from_checkpoint(path, map_location=resolve_device(device)).eval()
     return model, path, checkpoint.get("datamodule_hyper_parameters", {})
+
+
+def check_order(path: Path, trained_on: dict[str, Any], job: str, orders: tuple[str, ...]) -> None:
+    """Refuse a model trained in a reading order ``job`` cannot read: its studies show and hide
+    pixels at their places in the image (a permuted model reads them elsewhere).
+
+    Raises:
+        CheckpointError: ``trained_on["order"]`` (``pixel`` when absent) not in ``orders``.
+    """
+    order = trained_on.get("order", "pixel")
+    if order not in orders:
+        raise CheckpointError(
+            f"checkpoint {path} was trained in data.order={order}; {job} takes models trained "
+            f"in {' or '.join(f'data.order={o}' for o in orders)} (it shows and hides pixels "
+            "at their places in the image)"
+        )

@@ -115,6 +115,7 @@ def describe_model(model: SequenceModel, datamodule: SequenceDataModule) -> dict
         "units": model.hparams.units,
         "layers": model.hparams.layers,
         "order": datamodule.order,
+        **datamodule.order_settings(),
         "data": datamodule.description,
         "params": model.num_parameters,
     }

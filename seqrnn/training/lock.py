@@ -19,8 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from seqrnn.errors import RunDirBusy
-
-LOCK_FILE = ".lock"
+from seqrnn.layout import LOCK_FILE
 
 
 def holder_line() -> str:
