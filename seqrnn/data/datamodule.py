@@ -18,6 +18,11 @@ def pixel_permutation(pixels: int, seed: int) -> torch.Tensor:
     return torch.randperm(pixels, generator=torch.Generator().manual_seed(seed))
 
 
+def describe_order(order: str, permutation_seed: int = 0) -> str:
+    """What reports call MNIST read in ``order``: ``pixel order``, ``permuted order (seed 0)``."""
+    return f"permuted order (seed {permutation_seed})" if order == "permuted" else f"{order} order"
+
+
 class MNISTSequenceDataModule(SequenceDataModule):
     """Binarized MNIST read pixel by pixel (``[B, 784, 1]``), row by row (``[B, 28, 28]``), or
     pixel by pixel in one fixed random order (``[B, 784, 1]``, permuted MNIST).
@@ -70,9 +75,7 @@ class MNISTSequenceDataModule(SequenceDataModule):
     @property
     def description(self) -> str:
         """What the reports call this data: the reading order."""
-        if self.order == "permuted":
-            return f"permuted order (seed {self.permutation_seed})"
-        return f"{self.order} order"
+        return describe_order(self.order, self.permutation_seed)
 
     def settings(self) -> dict[str, float]:
         return {"threshold": self.threshold, **self.order_settings()}

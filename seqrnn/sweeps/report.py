@@ -27,6 +27,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from seqrnn.data.datamodule import describe_order
 from seqrnn.data.dirichlet import describe
 from seqrnn.layout import (
     CURVE_FILE,
@@ -196,7 +197,7 @@ def _data_label(data: dict[str, Any]) -> str:
     """A run's data, described from its config (for runs that wrote no results)."""
     if "period" in data:
         return describe(data.get("alpha", []), data["period"], data.get("fixed_p"))
-    return f"{data.get('order', 'pixel')} order"
+    return describe_order(data.get("order", "pixel"), data.get("permutation_seed", 0))
 
 
 def _summary(values: list[float], fmt: str) -> str:
