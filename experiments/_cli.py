@@ -180,6 +180,8 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
                 fail(f"'{token}' matches no {group}; choose from: {', '.join(options)}")
         elif override.is_sweep_override():
             values = list(override.sweep_string_iterator())
+        elif isinstance(override.value(), list):  # logger=[tensorboard,mlflow]: several at once
+            values = [str(value) for value in override.value()]
         else:
             values = [override.get_value_element_as_str()]
         for value in values:

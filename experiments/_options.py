@@ -297,6 +297,13 @@ TRAIN = {
     "logger.tensorboard.name": text(null=True),
     "logger.tensorboard.version": Spec(lambda v: isinstance(v, str | int), "a string"),
     "logger.tensorboard.default_hp_metric": boolean(),
+    "logger.mlflow.experiment_name": text(),
+    "logger.mlflow.run_name": text(null=True),
+    "logger.mlflow.tracking_uri": text(null=True),
+    "logger.mlflow.log_model": Spec(lambda v: v in (True, False, "all"), "true, false or all"),
+    "logger.csv.save_dir": text(),
+    "logger.csv.name": text(null=True),
+    "logger.csv.version": Spec(lambda v: isinstance(v, str | int), "a string"),
 }
 
 OPTIONS: dict[str, dict[str, Spec]] = {

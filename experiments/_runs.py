@@ -191,12 +191,30 @@ def use_tf32(enabled: bool) -> None:
 
 def check_train_job(cfg: DictConfig) -> None:
     """What experiments.train checks before anything is written (``check=`` of its entry
-    point): the run settings, the accelerator, and that the run fits in memory."""
+    point): the run settings, the accelerator, that the run fits in memory, and that its
+    loggers' packages are there."""
     from experiments._preflight import check_device
 
     check_run_settings(cfg)
     check_device("trainer.accelerator", cfg.trainer.accelerator)
     check_memory(cfg)
+    check_loggers(cfg)
+
+
+# logger config -> the package its Lightning logger needs, and what installs it
+LOGGER_PACKAGES = {"mlflow": ("mlflow", "pip install -e '.[mlflow]'")}
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """Refuse a logger whose package is not installed, in one line that says how to get it."""
+    import importlib.util
+
+    from seqrnn.errors import ConfigError
+
+    for name in cfg.get("logger") or {}:
+        package, how = LOGGER_PACKAGES.get(name, (None, ""))
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"logger={name} needs the {package} package, not installed: {how}")
 
 
 # Bytes a training step keeps per sequence, step, unit and layer for the backward pass, as

@@ -11,14 +11,14 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from seqrnn.callbacks.find import find_callback
 from seqrnn.callbacks.milestones import Milestones
 from seqrnn.data import EVAL_SPLITS, SequenceDataModule
 from seqrnn.files import write_json_atomic
-from seqrnn.layout import RESULTS_FILE
+from seqrnn.layout import RESULTS_FILE, RUN_CONFIG
 from seqrnn.models import SequenceModel
 from seqrnn.training.checkpoints import check_resumable
 from seqrnn.training.status import run_status
@@ -102,9 +102,22 @@ def train_and_evaluate(
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             log_hparams_with_metrics(logger, hparams, final_tags)
+        else:  # MLflow's params, a CSVLogger's hparams.yaml (final/* went in as metrics)
+            logger.log_hyperparams(hparams)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / RESULTS_FILE, results)
+    attach_files(trainer.loggers, [run_dir / RESULTS_FILE, run_dir / RUN_CONFIG])
     return results
+
+
+def attach_files(loggers: list[Logger], paths: list[Path]) -> None:
+    """Store ``paths`` (those that exist) as artifacts of the loggers' runs that keep files
+    (MLflow): the run's results and composed config travel with its metrics."""
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger):
+            for path in paths:
+                if path.is_file():
+                    logger.experiment.log_artifact(logger.run_id, str(path))
 
 
 def describe_model(model: SequenceModel, datamodule: SequenceDataModule) -> dict[str, Any]:
