@@ -8,7 +8,6 @@ import pytest
 from conftest import run_entry, tiny_overrides
 
 
-
 def test_a_run_logs_to_tensorboard_mlflow_and_csv_at_once(tiny_mnist, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="an extra: pip install -e '.[mlflow]'")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: under the root
