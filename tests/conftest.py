@@ -99,13 +99,13 @@ def tiny_overrides(data_dir: Path, run_dir: Path | None = None) -> list[str]:
     ]
 
 
-def run_entry(module: str, *args: str, env: dict[str, str] | None = None):
-    """``python -m experiments.<module> ARGS`` from the project root, output captured
-    (``env``: more environment variables)."""
+def run_entry(module: str, *args: str, env: dict[str, str] | None = None, cwd=PROJECT_ROOT):
+    """``python -m experiments.<module> ARGS`` from the project root (or ``cwd``), output
+    captured (``env``: more environment variables)."""
     env = {**{k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", f"experiments.{module}", *args],
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

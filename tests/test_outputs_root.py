@@ -2,29 +2,18 @@
 study and benchmark dir, and nothing is written under outputs/ where the command runs."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import PROJECT_ROOT, tiny_overrides
+from conftest import PROJECT_ROOT, run_entry, tiny_overrides
 
 from seqrnn.layout import OUTPUTS_VARIABLE, RESULTS_FILE, RUN_CONFIG
 
 
 def run_in(cwd: Path, module: str, *args: str, env: dict[str, str] | None = None):
-    """``python -m experiments.<module> ARGS`` started in ``cwd`` (the project importable)."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("SEQRNN_DATA_DIR",)}
-    environment.pop(OUTPUTS_VARIABLE, None)
-    environment.update(PYTHONPATH=str(PROJECT_ROOT), **(env or {}))
-    result = subprocess.run(
-        [sys.executable, "-m", f"experiments.{module}", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """``python -m experiments.<module> ARGS`` started in ``cwd`` (the project importable, no
+    outputs root in the environment unless ``env`` gives one); it must succeed."""
+    extra = {"PYTHONPATH": str(PROJECT_ROOT), OUTPUTS_VARIABLE: "", **(env or {})}
+    result = run_entry(module, *args, env=extra, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
