@@ -1,37 +1,18 @@
-"""Building and running one training job from a composed ``train`` config: shared by
-``experiments.train`` (one job per Hydra run) and ``experiments.search`` (one job per trial)."""
+"""The pieces of one training run that :func:`experiments.train.train` reads top to bottom:
+its checks before anything is written, its device and threads, what it prints."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import signal
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments._cli import first_process, quiet_lightning
 from seqrnn.layout import LAST_CHECKPOINT, RESULTS_FILE, TENSORBOARD_DIR
-
-
-def build_and_train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Instantiate every part of ``cfg`` and run :func:`seqrnn.training.train_and_evaluate`,
-    holding the run dir's lock (:mod:`seqrnn.training.lock`) throughout.
-
-    ``extra_callbacks`` join the configured ones (e.g. a search's pruning callback)."""
-    from seqrnn.callbacks.last_checkpoint import hold_early_warnings
-    from seqrnn.training.lock import run_lock
-
-    hold_early_warnings()  # a SLURM time-limit warning before training must not end the job
-    # One process per run dir; under data-parallel training the first process holds it.
-    run_dir = Path(cfg.paths.output_dir)
-    lock = run_lock(run_dir) if first_process() else contextlib.nullcontext()
-    with lock, job_device(cfg) as device:
-        return _build_and_train(cfg, run_dir, extra_callbacks, device)
 
 
 @contextlib.contextmanager
@@ -50,86 +31,6 @@ def job_device(cfg: DictConfig) -> Iterator[dict[str, Any]]:
     with one_gpu(count) as index:
         print(f"GPU {index} of {count} (one job per GPU)", flush=True)
         yield {"devices": [index]}
-
-
-def _build_and_train(
-    cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[Any], device: dict[str, Any]
-) -> dict[str, Any]:
-    import lightning as L
-    import torch
-    from hydra.utils import get_class, instantiate
-    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from seqrnn.callbacks import EpochLog, LastCheckpoint, find_callback
-    from seqrnn.console import tell
-    from seqrnn.errors import OutputError
-    from seqrnn.models import check_task_data
-    from seqrnn.training import train_and_evaluate
-    from seqrnn.training.checkpoints import AtomicCheckpointIO, resumable_checkpoint
-
-    if cfg.skip_done and (run_dir / RESULTS_FILE).is_file():
-        # A re-launched sweep: this job finished before.
-        print(f"done before: {run_dir / RESULTS_FILE} (skip_done=false runs it again)")
-        return json.loads((run_dir / RESULTS_FILE).read_text())
-    # A dir with a last.ckpt is a run that was stopped: go on from there.
-    last = run_dir / LAST_CHECKPOINT
-    check_run_settings(cfg)
-    use_tf32(bool(cfg.get("tf32", False)))
-    threads = cfg.threads or threads_per_job()
-    if threads:
-        torch.set_num_threads(threads)
-    quiet_lightning()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    get_class(cfg.model._target_)  # importing a task's class registers it (seqrnn.models.TASKS)
-    check_task_data(cfg.task, datamodule)
-    # The data decides the model's input width (1 per pixel, 28 per row), so read it first.
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = instantiate(cfg.model, in_features=datamodule.features)
-    if last.is_file():  # before the trainer prints anything: a damaged one is one line
-        saved = resumable_checkpoint(last, model)
-        if first_process():
-            tell(going_on_line(run_dir, saved, cfg.trainer.get("max_epochs")))
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += list(extra_callbacks)
-    # A live bar only on a terminal that asked for one; elsewhere one plain line per epoch.
-    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
-    if not bar:
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)] + [EpochLog()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    if not loggers:  # `~logger`: nothing to write the learning rate to
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_progress_bar=bar,
-        # every checkpoint is written whole or not at all (a full disk keeps the last good one)
-        plugins=[AtomicCheckpointIO(), *slurm_plugins()],
-        **device,
-    )
-    try:
-        results = train_and_evaluate(
-            model,
-            datamodule,
-            trainer,
-            run_dir,
-            resume_from=last if last.is_file() else None,
-            extra_hparams={"seed": cfg.seed},
-        )
-    except SIGTERMException:
-        # last.ckpt holds the run (LastCheckpoint saved it); no results.json, so a re-launch
-        # resumes it. The exit status says "not finished, and by which signal" to whatever
-        # launched it (143 for SIGTERM, 130 for Ctrl-C, as shells report them).
-        saver = find_callback(trainer, LastCheckpoint)
-        raise SystemExit(128 + (saver.stopped_by if saver else signal.SIGTERM)) from None
-    except OutputError as err:
-        raise OutputError(f"{err}; {what_is_kept(run_dir)}") from err
-    if trainer.is_global_zero:
-        print_outputs(run_dir, results)
-    return results
 
 
 def going_on_line(run_dir: Path, saved: dict[str, Any], max_epochs: Any) -> str:

@@ -93,7 +93,7 @@ def run(cfg: DictConfig) -> None:
 def search_study(cfg: DictConfig) -> None:
     from hydra import compose
 
-    from experiments._runs import build_and_train
+    from experiments.train import train
     from seqrnn.sweeps.search import (
         PruneOnValidation,
         counted_trials,
@@ -133,9 +133,7 @@ def search_study(cfg: DictConfig) -> None:
         OmegaConf.save(train_cfg, trial_dir / RUN_CONFIG)
         OmegaConf.save(OmegaConf.create(overrides), trial_dir / RUN_OVERRIDES)
         trial.set_user_attr("run_dir", str(trial_dir))
-        results = build_and_train(
-            train_cfg, extra_callbacks=[PruneOnValidation(trial, search.monitor)]
-        )
+        results = train(train_cfg, extra_callbacks=[PruneOnValidation(trial, search.monitor)])
         for key in ("epochs", "wall_seconds", "test_acc", "test_loss"):
             if key in results:
                 trial.set_user_attr(key, results[key])
