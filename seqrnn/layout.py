@@ -53,6 +53,18 @@ IMAGE_SIDE = 28
 MAX_HIDDEN_PIXELS = 20
 
 
+# The library starts some entry points as processes of their own (the study runs its trainings
+# and studies, the GPU check its tiny runs): they are `python -m experiments.<name>`, the same
+# commands the manual documents, and this is the one place that spells their module.
+ENTRY_PACKAGE = "experiments"
+
+
+def entry_command(name: str, *args: str) -> list[str]:
+    """``[module, *args]`` of the entry point ``name`` (``train``, ``evaluate``, ...), as
+    ``python -m`` takes them."""
+    return [f"{ENTRY_PACKAGE}.{name}", *args]
+
+
 def outputs_root() -> str:
     """The folder every run, sweep, search, study and benchmark dir is under."""
     return os.environ.get(OUTPUTS_VARIABLE) or "outputs"

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from seqrnn.data import MNIST_FILES, write_idx
-from seqrnn.layout import RESULTS_FILE
+from seqrnn.layout import RESULTS_FILE, entry_command
 from seqrnn.models import TASKS, NextPixelPredictor
 from seqrnn.models.inpainting import brute_force_log_joint, posteriors
 from seqrnn.nn import RecurrentStack
@@ -167,7 +167,7 @@ def run_checks(device: torch.device) -> Iterator[tuple[str, bool, str]]:
         data = tiny_mnist(Path(scratch) / "mnist")
         for i, (name, overrides) in enumerate(runs.items()):
             run_dir = Path(scratch) / f"run{i}"
-            command = [sys.executable, "-m", "experiments.train"]
+            command = [sys.executable, "-m", *entry_command("train")]
             command += [o.format(data=data) for o in overrides] + SHORT_RUN
             command += [f"trainer.accelerator={accelerator}", f"hydra.run.dir={run_dir}"]
             env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}

@@ -31,6 +31,7 @@ from seqrnn.layout import (
     RUN_CONFIG,
     RUN_OVERRIDES,
     TENSORBOARD_DIR,
+    entry_command,
     run_name,
 )
 
@@ -90,8 +91,8 @@ def run_budget(plan: StudyPlan, task: str, size: str) -> str:
 
 def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]:
     """The plain command of one run, plus its budget, threads, run dir and plain-line logs."""
-    return [
-        "experiments.train",
+    return entry_command(
+        "train",
         f"task={task}",
         f"cell={cell}",
         f"size={size}",
@@ -99,7 +100,7 @@ def train_command(plan: StudyPlan, task: str, cell: str, size: str) -> list[str]
         f"threads={plan.threads}",
         f"hydra.run.dir={plan.run_dir(task, cell, size)}",
         "trainer.enable_progress_bar=false",
-    ]
+    )
 
 
 def budget_seconds(budget: str) -> int:
@@ -182,16 +183,16 @@ def study_steps(plan: StudyPlan, shipped: Sequence[str]) -> list[tuple[list[str]
     if plan.predictor in shipped:
         ckpt = f"ckpt=pretrained:{plan.predictor}"
         done = plan.out / "complete" / COMPLETION_FILE
-        command = ["experiments.complete", ckpt, f"hydra.run.dir={done.parent}"]
+        command = entry_command("complete", ckpt, f"hydra.run.dir={done.parent}")
         commands.append((command, done, plan.predictor))
         for dataset in ("one_pixel", "two_by_two"):
             done = plan.out / f"inpaint_{dataset}" / INPAINT_FILE
-            command = ["experiments.inpaint", ckpt, f"dataset={dataset}"]
+            command = entry_command("inpaint", ckpt, f"dataset={dataset}")
             commands.append(([*command, f"hydra.run.dir={done.parent}"], done, plan.predictor))
     classifier = best_classifier(plan.docs)
     if classifier is not None:
         done = plan.out / "analyze" / ANALYSIS_FILE
-        command = ["experiments.analyze", f"ckpt=pretrained:{classifier}"]
+        command = entry_command("analyze", f"ckpt=pretrained:{classifier}")
         commands.append(([*command, f"hydra.run.dir={done.parent}"], done, classifier))
     return commands
 
@@ -284,12 +285,12 @@ def ship(plan: StudyPlan, runner: Runner) -> list[str]:
             write_curve(run_dir, target)  # the report's curves, without the run dir
         if not weights.is_file() or weights.stat().st_mtime < results_file.stat().st_mtime:
             # newer weights than the shipped ones, trained by this study: replace them
-            export = ["experiments.export", str(run_dir), "--to", str(plan.pretrained), "--force"]
+            export = entry_command("export", str(run_dir), "--to", str(plan.pretrained), "--force")
             runner.one(export, None)
             evaluation.unlink(missing_ok=True)
         # the shipped numbers: re-computed from the shipped weights
         evaluated = plan.out / "evaluate" / name
-        command = ["experiments.evaluate", f"ckpt=pretrained:{name}", f"hydra.run.dir={evaluated}"]
+        command = entry_command("evaluate", f"ckpt=pretrained:{name}", f"hydra.run.dir={evaluated}")
         runner.one(command, [evaluation])
         if (evaluated / EVALUATION_FILE).is_file() and not evaluation.is_file():
             shutil.copy2(evaluated / EVALUATION_FILE, evaluation)
@@ -336,7 +337,7 @@ def run_study(plan: StudyPlan) -> None:
         )
     # From what is shipped, not from the run dirs: on a machine that has not trained them all
     # (or any), the report still covers every shipped run.
-    runner.one(["experiments.report", str(plan.docs), "--out", str(plan.docs)], None)
+    runner.one(entry_command("report", str(plan.docs), "--out", str(plan.docs)), None)
     if shipped and not plan.dry_run:
         print(f"results: {write_results(plan.docs)}", flush=True)
     for command, done, model in study_steps(plan, shipped) if plan.studies else []:
