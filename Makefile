@@ -26,7 +26,7 @@ OUTPUTS = $(or $(SEQRNN_OUTPUTS),outputs)
 # `make report` reports on the newest sweep; REPORT_DIR=$(OUTPUTS) reports on every run.
 REPORT_DIR ?= $(firstword $(shell ls -td $(OUTPUTS)/multirun/*/ 2>/dev/null))
 
-.PHONY: install test train study search tensorboard bench gpu-check report slurm-local lint format clean
+.PHONY: install test train study search tensorboard bench gpu-check report slurm-local postgres-local lint format clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ report:
 # hydra/launcher=slurm_cpu and for the cluster tests: docs/sweeps.md, "Clusters".
 slurm-local:
 	scripts/slurm-local
+
+# A PostgreSQL server on this machine (Debian's postgresql; as root) for a search whose workers
+# share one study, and for the tests that use one: docs/sweeps.md, "Recipe search".
+postgres-local:
+	scripts/postgres-local
 
 lint:
 	$(BIN)/ruff check seqrnn experiments tests

@@ -348,6 +348,7 @@ OPTIONS: dict[str, dict[str, Spec]] = {
         "workers": integer(1),
         "threads": integer(1, null=True),
         "seed": SEED,
+        "storage": text(null=True),
         "search.name": text(),
         "search.metric": text(),
         "search.monitor": MONITOR,

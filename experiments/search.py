@@ -53,14 +53,19 @@ def trial_overrides(cfg: DictConfig, params: dict[str, Any], trial_dir: Path, th
 
 
 def write_trials(study, path: Path) -> None:
+    """``trials.csv``, whole or not at all: workers sharing the study dir write it in turn."""
+    from seqrnn.files import write_atomic
     from seqrnn.sweeps.search import trial_rows
 
     rows = trial_rows(study)
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as f:
+
+    def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+    write_atomic(path, write, mode="w")
 
 
 def start_workers(count: int) -> list[subprocess.Popen]:
@@ -76,18 +81,26 @@ def start_workers(count: int) -> list[subprocess.Popen]:
 
 def run(cfg: DictConfig) -> None:
     from seqrnn.errors import require_int, require_seconds
+    from seqrnn.sweeps.search import is_database_url
     from seqrnn.training.lock import run_lock
 
     require_int("trials", cfg.trials, 1)
     require_int("workers", cfg.workers, 1)
     require_seconds("timeout", cfg.timeout)
 
-    if "search_worker" in cfg:  # started by the search below, which holds the lock
+    if "search_worker" in cfg or is_database_url(storage_of(cfg)):
+        # started by the search below, which holds the lock; or one of the workers that share
+        # a database, on this machine or others (heartbeats find the trials of dead ones)
         search_study(cfg)
         return
     # one search per study dir: trials left running are then those of processes that died
     with run_lock(Path(cfg.paths.output_dir)):
         search_study(cfg)
+
+
+def storage_of(cfg: DictConfig) -> str | Path:
+    """The study's storage: ``storage=`` (a database URL), else ``study.db`` in the study dir."""
+    return cfg.storage or Path(cfg.paths.output_dir) / STUDY_FILE
 
 
 def search_study(cfg: DictConfig) -> None:
@@ -97,6 +110,7 @@ def search_study(cfg: DictConfig) -> None:
     from seqrnn.sweeps.search import (
         PruneOnValidation,
         counted_trials,
+        is_database_url,
         open_study,
         recover_dead_trials,
         suggest,
@@ -104,15 +118,22 @@ def search_study(cfg: DictConfig) -> None:
 
     search = cfg.search
     study_dir = Path(cfg.paths.output_dir)
+    storage = storage_of(cfg)
+    shared = is_database_url(storage)
+    # workers draw apart: the helpers by their number, workers started on their own (a shared
+    # database) by their process too
+    worker = int(cfg.get("search_worker", 0)) + (os.getpid() if shared else 0)
     study = open_study(
-        study_dir / STUDY_FILE,
+        storage,
         search.name,
         search.direction,
-        seed=cfg.seed + 1000 * int(cfg.get("search_worker", 0)),  # workers draw apart
+        seed=cfg.seed + 1000 * worker,
         startup_trials=search.startup_trials,
         warmup_epochs=search.warmup_epochs,
     )
-    if "search_worker" not in cfg:
+    # trials left running in a file only this search uses are those of dead processes; in a
+    # shared database they may be another worker's: there the heartbeats find dead ones
+    if "search_worker" not in cfg and not shared:
         for number in recover_dead_trials(study):
             print(f"trial {number} was cut off (its process died): failed; it runs once more")
     workers = cfg.workers
@@ -158,9 +179,11 @@ def search_study(cfg: DictConfig) -> None:
 
 def report_best(study, cfg: DictConfig, study_dir: Path) -> None:
     """Print the best trial and write its overrides to ``best.yaml``."""
-    from seqrnn.sweeps.search import counted_trials
+    from seqrnn.sweeps.search import counted_trials, is_database_url, shown_url
 
-    print(f"study:  {study_dir / STUDY_FILE}  ({counted_trials(study)} trials finished)")
+    storage = storage_of(cfg)
+    where = shown_url(str(storage)) if is_database_url(storage) else storage
+    print(f"study:  {where}  ({counted_trials(study)} trials finished)")
     print(f"trials: {study_dir / 'trials.csv'}")
     completed = [t for t in study.trials if t.value is not None]
     if not completed:

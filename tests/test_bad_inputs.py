@@ -48,6 +48,11 @@ BAD = [
     ("train", ["data.root={classify}"], "is a file; give the folder of the four MNIST files"),
     ("train", ["hydra.run.dir={classify}/run"], "cannot be made: "),
     ("train", ["hydra.run.dir=/proc/seqrnn/run"], "hydra.run.dir=/proc/seqrnn/run cannot be"),
+    (
+        "search",
+        ["storage=postgresql+psycopg://u:secret@127.0.0.1:1/x"],
+        "storage=postgresql+psycopg://u:***@127.0.0.1:1/x cannot be used",
+    ),
     ("evaluate", [f"ckpt={MISSING}.ckpt"], f"checkpoint {MISSING}.ckpt does not exist"),
     ("evaluate", ["ckpt={classify}", "limit_batches=-1"], "limit_batches=-1 is not allowed"),
     ("evaluate", ["ckpt={classify}", "limit_batches=0"], "limit_batches=0 is not allowed"),

@@ -197,3 +197,87 @@ def test_a_killed_search_fails_its_cut_off_trial_runs_it_again_and_draws_nothing
     assert len(retried) == 1 and retried[0]["state"] in ("complete", "pruned")
     drawn = [(r["model.lr"], r["data.batch_size"]) for r in rows[1:]]
     assert len(drawn) == len(set(drawn)) == 3  # no finished configuration drawn again
+
+
+LOCAL_POSTGRES = "postgresql+psycopg://seqrnn:seqrnn@127.0.0.1:5432/seqrnn"
+
+
+@pytest.fixture
+def postgres_url():
+    """A new, empty database on the local PostgreSQL (`make postgres-local`), dropped after the
+    test; without a server a skip (a failure under CI=true)."""
+    import os
+    import uuid
+
+    server = os.environ.get("SEQRNN_TEST_POSTGRES", LOCAL_POSTGRES)
+    try:
+        import psycopg
+
+        admin = psycopg.connect(
+            server.replace("postgresql+psycopg://", "postgresql://"),
+            connect_timeout=5,
+            autocommit=True,
+        )
+    except Exception as err:  # noqa: BLE001 - no driver, no server, no database
+        why = f"no PostgreSQL at {server} ({type(err).__name__}; as root: scripts/postgres-local)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why}; CI needs it")
+        pytest.skip(why)
+    database = f"seqrnn_test_{uuid.uuid4().hex[:8]}"
+    admin.execute(f"CREATE DATABASE {database}")
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{database}"
+    finally:
+        admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+        admin.close()
+
+
+def test_two_workers_share_one_study_in_postgresql(postgres_url, tiny_mnist, tmp_path):
+    """Two searches started together on their own with one storage URL (as on two machines)
+    on an empty database draw from one study: the trials are counted once, none is left
+    running, none drawn twice."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from conftest import PROJECT_ROOT
+
+    name = f"tiny-{uuid.uuid4().hex[:8]}"
+    study_dir = tmp_path / "study"
+    args = tiny_search_args(tiny_mnist, study_dir, "workers=1", "trials=4")
+    args += [f"search.name={name}", f"storage={postgres_url}"]
+    env = {k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "experiments.search", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    counted = [
+        t
+        for t in study.trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
+    # each worker stops once 4 are counted; the other may be finishing one more then
+    assert 4 <= len(counted) <= 5
+    drawn = [tuple(sorted(t.params.items())) for t in counted]
+    assert len(drawn) == len(set(drawn))
+    assert {t.user_attrs["run_dir"] for t in study.trials} == {
+        str(study_dir / f"trial_{t.number:03d}") for t in study.trials
+    }
+    rows = list(csv.DictReader((study_dir / "trials.csv").open()))
+    assert len(rows) == len(study.trials)
+    assert (study_dir / "best.yaml").is_file()
+    assert "seqrnn:***@" in outputs[0][0] and "seqrnn:seqrnn@" not in outputs[0][0]

@@ -1,4 +1,5 @@
-"""Recipe search with Optuna: a study kept in SQLite, trials drawn from a declared space, and
+"""Recipe search with Optuna: a study kept in a database (a SQLite file, or a server such as
+PostgreSQL that workers on several machines share), trials drawn from a declared space, and
 trials that fall behind pruned after each epoch.
 
 Plain objects in and out; ``experiments.search`` composes one training config per trial.
@@ -6,6 +7,8 @@ Plain objects in and out; ``experiments.search`` composes one training config pe
 
 from __future__ import annotations
 
+import random
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +21,8 @@ from lightning.pytorch.callbacks import Callback
 from seqrnn.errors import ConfigError
 
 DIRECTIONS = ("maximize", "minimize")
+# Tries at opening a study's storage (workers racing to create an empty database's tables).
+STORAGE_ATTEMPTS = 3
 # Trials that count towards a search's number of trials (failed ones are retried instead).
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -50,6 +55,65 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict
     return values
 
 
+def is_database_url(storage: str | Path) -> bool:
+    """Whether ``storage`` names a database server (``postgresql+psycopg://...``) rather than
+    a SQLite file path."""
+    return "://" in str(storage)
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can parse: shown as given
+        return url
+
+
+def study_storage(storage: str | Path) -> optuna.storages.RDBStorage:
+    """Optuna's storage of ``storage`` (a SQLite file path, or a database URL), with heartbeats:
+    a trial whose process stopped beating for two minutes is marked failed and run once more.
+
+    Raises:
+        ConfigError: a URL whose driver is not installed, or whose database cannot be reached
+            or used, in one line (the password masked).
+    """
+    if is_database_url(storage):
+        url = str(storage)
+    else:
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path.resolve()}"
+    for _ in range(STORAGE_ATTEMPTS):
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since v2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=30,
+                    grace_period=120,
+                    heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                    ),
+                )
+            except ModuleNotFoundError as err:
+                raise ConfigError(
+                    f"storage={shown_url(url)} needs the database driver {err.name!r}, not "
+                    "installed (PostgreSQL: pip install -e '.[postgres]')"
+                ) from None
+            except Exception as err:  # noqa: BLE001 - SQLAlchemy's and Optuna's many errors
+                failed = err
+        # Workers started together on an empty database race to create its tables, and all
+        # but one fail: they try again once the tables are there.
+        time.sleep(1.0 + random.random())
+    reason = str(getattr(failed, "orig", None) or failed).strip().splitlines()[0]
+    raise ConfigError(
+        f"storage={shown_url(url)} cannot be used: {reason}; give a database URL that this "
+        "machine reaches (dialect+driver://user:password@host:port/database)"
+    )
+
+
 def open_study(
     storage: str | Path,
     name: str,
@@ -58,7 +122,8 @@ def open_study(
     startup_trials: int = 4,
     warmup_epochs: int = 2,
 ) -> optuna.Study:
-    """The study ``name`` in the SQLite file ``storage``, created or reopened.
+    """The study ``name`` in ``storage`` (a SQLite file path, or a database URL that several
+    machines' workers share: :func:`study_storage`), created or reopened.
 
     Sampler: TPE seeded with ``seed`` plus the trials the study already holds. Pruner: median
     (a trial stops when its value after an epoch is worse than the median of earlier trials'
@@ -71,18 +136,7 @@ def open_study(
         raise ConfigError(
             f"direction={direction!r} is not allowed; choose {' or '.join(DIRECTIONS)}"
         )
-    storage = Path(storage)
-    storage.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since v2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(
-            f"sqlite:///{storage.resolve()}",
-            heartbeat_interval=30,
-            grace_period=120,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
-            ),
-        )
+    rdb = study_storage(storage)
     study = optuna.create_study(
         storage=rdb,
         study_name=name,
