@@ -88,6 +88,7 @@ NOT_RECIPE = (
     "data.verify",
     "data.seed",
     "data.order",
+    "data.permutation_seed",  # the table's data names it where it matters (permuted order)
     "data.eval_batch_size",
     "trainer._target_",
     "trainer.accelerator",
