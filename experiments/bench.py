@@ -8,7 +8,9 @@ table. ``--quick`` runs a small version of each, to check that it works.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -47,9 +49,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch's threads (default: torch's own choice)"
     )
+    parser.add_argument(
+        "--sizes", default=None, help="sizes to measure, e.g. 1x64,1x128 (default: each's own)"
+    )
+    parser.add_argument("--batch", type=int, default=None, help="one batch size to measure at")
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads {args.threads}: give a number of threads >= 1")
+    if args.batch is not None and args.batch < 1:
+        parser.error(f"--batch {args.batch}: give a batch size >= 1")
+    sizes = tuple(args.sizes.split(",")) if args.sizes else None
+    if sizes and not all(SIZE.fullmatch(size) for size in sizes):
+        parser.error(f"--sizes {args.sizes}: give <layers>x<units>[,...], e.g. 1x64,1x128")
     quiet_lightning()
     # One Trainer per row: their banners would bury the table.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -65,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.names or BENCHMARKS:
         started = time.perf_counter()
         module = BENCHMARKS[name]
-        report = module.run(**(module.QUICK if args.quick else {}))
+        chosen = chosen_settings(module.run, sizes, args.batch)
+        report = module.run(**{**(module.QUICK if args.quick else {}), **chosen})
         report.update(
             benchmark=name,
             machine=common.machine(),
@@ -76,6 +88,28 @@ def main(argv: list[str] | None = None) -> None:
         columns = list(dict.fromkeys(c for row in report["rows"] for c in row))
         common.print_table(report["rows"], columns)
         print(f"wrote {path}")
+
+
+SIZE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
+
+
+def chosen_settings(run, sizes: tuple[str, ...] | None, batch: int | None) -> dict:
+    """``--sizes`` and ``--batch`` as the keywords a benchmark's ``run`` takes (``sizes`` or
+    ``size``; ``batch_size``, ``batch`` or ``batches``); a benchmark without them ignores them."""
+    takes = inspect.signature(run).parameters
+    chosen = {}
+    if sizes:
+        if "sizes" in takes:
+            chosen["sizes"] = sizes
+        elif "size" in takes:
+            chosen["size"] = sizes[0]
+    if batch:
+        # (train_throughput's `batches` counts batches: its batch size is `batch_size`)
+        for key, value in (("batch_size", batch), ("batch", batch), ("batches", (batch,))):
+            if key in takes:
+                chosen[key] = value
+                break
+    return chosen
 
 
 if __name__ == "__main__":

@@ -247,3 +247,18 @@ def test_cores_bfloat16_product_is_the_exact_product_of_the_rounded_factors():
     rounded = h.bfloat16().double() @ w.bfloat16().double().T  # brute force, float64
     torch.testing.assert_close(cores.bfloat16_product(h, w).double(), rounded, atol=1e-5, rtol=0)
     assert (cores.bfloat16_product(h, w) - h @ w.T).abs().max() > 1e-4  # not float32's
+
+
+def test_sizes_and_batch_reach_each_benchmark_as_its_own_keywords():
+    from experiments.bench import chosen_settings
+    from seqrnn.bench import cores, neighbours, sampling, stack_backends, train_throughput
+
+    sizes = ("1x64", "1x128")
+    assert chosen_settings(stack_backends.run, sizes, 128) == {"sizes": sizes, "batches": (128,)}
+    assert chosen_settings(train_throughput.run, sizes, 128) == {
+        "sizes": sizes,
+        "batch_size": 128,
+    }
+    assert chosen_settings(neighbours.run, sizes, 64) == {"size": "1x64", "batch": 64}
+    assert chosen_settings(cores.run, None, 32) == {"batch": 32}
+    assert chosen_settings(sampling.run, sizes, 32) == {}  # neither: nothing passed
