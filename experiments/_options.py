@@ -300,6 +300,7 @@ TRAIN = {
     "logger.mlflow.experiment_name": text(),
     "logger.mlflow.run_name": text(null=True),
     "logger.mlflow.tracking_uri": text(null=True),
+    "logger.mlflow.artifact_location": text(null=True),
     "logger.mlflow.log_model": Spec(lambda v: v in (True, False, "all"), "true, false or all"),
     "logger.csv.save_dir": text(),
     "logger.csv.name": text(null=True),

@@ -5,14 +5,15 @@ import csv
 import json
 
 import pytest
-from conftest import run_entry, tiny_overrides
+from conftest import PROJECT_ROOT, run_entry, tiny_overrides
 
 
 def test_a_run_logs_to_tensorboard_mlflow_and_csv_at_once(tiny_mnist, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="an extra: pip install -e '.[mlflow]'")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: under the root
-    run_dir, root = tmp_path / "run", tmp_path / "root"
+    run_dir, root, work = tmp_path / "run", tmp_path / "root", tmp_path / "work"
     root.mkdir()
+    work.mkdir()
     result = run_entry(
         "train",
         *tiny_overrides(tiny_mnist, run_dir),
@@ -20,8 +21,11 @@ def test_a_run_logs_to_tensorboard_mlflow_and_csv_at_once(tiny_mnist, tmp_path, 
         f"paths.root={root}",
         "data.order=row",
         "trainer.max_epochs=2",
+        env={"PYTHONPATH": str(PROJECT_ROOT)},
+        cwd=work,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not any(work.iterdir())  # MLflow's files too are under the outputs root
     results = json.loads((run_dir / "results.json").read_text())
     assert (run_dir / "tensorboard").is_dir()
 
@@ -36,6 +40,7 @@ def test_a_run_logs_to_tensorboard_mlflow_and_csv_at_once(tiny_mnist, tmp_path, 
     assert run.data.params["cell"] == "gru" and run.data.params["order"] == "row"
     files = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert files == {"results.json", "config.yaml"}
+    assert (root / "mlartifacts").is_dir()
 
     with (run_dir / "csv" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))

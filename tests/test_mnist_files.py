@@ -72,11 +72,11 @@ def test_downloads_missing_files_from_a_mirror(tmp_path, tiny_arrays):
 def test_a_bad_download_leaves_nothing_behind(tmp_path, tiny_arrays):
     mirror = write_tiny_mnist(tmp_path / "mirror", tiny_arrays)
     wrong = {name: "0" * 32 for name in MNIST_FILES.values()}
-    target = tmp_path / "new"
+    target = tmp_path / "new" / "mnist"  # two folders made for it: both go again
     expected = r"could not be downloaded \(file://\S+: wrong checksum; file:///nonexistent/"
     with pytest.raises(DataError, match=expected):
         load_mnist(target, mirrors=(f"file://{mirror}/", "file:///nonexistent/"), checksums=wrong)
-    assert not target.exists()
+    assert not (tmp_path / "new").exists()
 
 
 def test_data_dir_lookup_order(monkeypatch, tmp_path):

@@ -81,7 +81,7 @@ def download_file(
     The file is written under a temporary name and renamed only once its checksum passes, so a
     failed or interrupted download never leaves a half file behind.
     """
-    created = not folder.exists()
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.gz"
     problems = []
@@ -102,8 +102,9 @@ def download_file(
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    if created and not any(folder.iterdir()):
-        folder.rmdir()  # leave the disk as it was
+    for path in made:  # leave the disk as it was: the folders made for it, if still empty
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
     raise DataError(
         f"MNIST file {name} is missing in {folder} and could not be downloaded "
         f"({'; '.join(problems)}); put the four MNIST IDX files (raw or .gz) in that folder, "
