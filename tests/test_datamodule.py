@@ -6,6 +6,7 @@ import torch
 from conftest import TINY_SIZES, TINY_VAL
 
 from seqrnn.data import EVAL_SPLITS, MNISTSequenceDataModule, binarize
+from seqrnn.data.datamodule import DEFAULT_PERMUTATION_SEED, pixel_permutation
 from seqrnn.errors import ConfigError
 
 
@@ -117,6 +118,18 @@ def test_permuted_order_reads_every_split_in_one_fixed_order_of_its_seed(tiny_mn
     other = make_dm(tiny_mnist, order="permuted", permutation_seed=8)
     assert torch.equal(again.splits["val"][0], permuted.splits["val"][0])
     assert not torch.equal(other.splits["val"][0], permuted.splits["val"][0])
+
+
+def test_the_default_permutation_is_the_one_torch_draws_after_manual_seed_5544():
+    # how the permuted-MNIST papers' code draws it: the first randperm of the seeded global RNG
+    state = torch.get_rng_state()
+    try:
+        torch.manual_seed(5544)
+        reference = torch.randperm(784)
+    finally:
+        torch.set_rng_state(state)
+    assert torch.equal(pixel_permutation(784, DEFAULT_PERMUTATION_SEED), reference)
+    assert DEFAULT_PERMUTATION_SEED == 5544
 
 
 @pytest.mark.parametrize(

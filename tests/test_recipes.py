@@ -18,7 +18,7 @@ SHIPPED = [p for p in SHIPPED if p.parent.parent.name in ("classify", "predict")
 TRAINER_KEYS = ("max_epochs", "gradient_clip_val", "gradient_clip_algorithm")
 CHECKPOINT_KEYS = ("monitor", "mode")
 # Data settings added since the runs were shipped, at the values that read the data as they did.
-ADDED_DATA = {"permutation_seed": 0}
+ADDED_DATA = {"permutation_seed": 5544}
 
 
 def compose_train(argv: list[str]):

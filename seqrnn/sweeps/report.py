@@ -27,7 +27,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from seqrnn.data.datamodule import describe_order
+from seqrnn.data.datamodule import DEFAULT_PERMUTATION_SEED, describe_order
 from seqrnn.data.dirichlet import describe
 from seqrnn.layout import (
     CURVE_FILE,
@@ -198,7 +198,8 @@ def _data_label(data: dict[str, Any]) -> str:
     """A run's data, described from its config (for runs that wrote no results)."""
     if "period" in data:
         return describe(data.get("alpha", []), data["period"], data.get("fixed_p"))
-    return describe_order(data.get("order", "pixel"), data.get("permutation_seed", 0))
+    seed = data.get("permutation_seed", DEFAULT_PERMUTATION_SEED)
+    return describe_order(data.get("order", "pixel"), seed)
 
 
 def _summary(values: list[float], fmt: str) -> str:
