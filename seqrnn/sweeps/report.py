@@ -104,6 +104,7 @@ NOT_RECIPE = (
     "callbacks.lr_monitor",
     "callbacks.milestones",
     "callbacks.divergence",
+    "callbacks.share_cores",  # how many threads, not how it trains
 )
 
 
