@@ -5,6 +5,7 @@ Kept free of torch and Lightning imports so that a mistyped option is answered i
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import functools
@@ -15,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from omegaconf import DictConfig
@@ -35,7 +36,7 @@ def process_rank() -> int:
     return max(int(os.environ.get(key, "0")) for key in RANK_VARIABLES)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print ``error: <message>`` as one line on stderr and exit with status 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
@@ -475,6 +476,14 @@ def entry_point(
         check,
         new_dirs,
     )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for the entry points without Hydra: a bad argument is one ``error:`` line and
+    exit 2, as everywhere else (argparse's own prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)
 
 
 def first_process() -> bool:

@@ -40,7 +40,7 @@ class Spec:
         if self.test(value):
             return None
         if self.choices:
-            options = ", ".join(map(str, self.choices))
+            options = ", ".join(dict.fromkeys(map(str, self.choices)))  # 32 and "32": once
             return f"{key}={value!r} is not allowed; choose one of: {options}"
         return f"{key}={value!r} is not allowed; it must be {self.allowed}"
 

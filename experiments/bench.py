@@ -7,7 +7,6 @@ table. ``--quick`` runs a small version of each, to check that it works.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import logging
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from experiments._cli import fail, quiet_lightning, user_errors
+from experiments._cli import OneLineParser, fail, quiet_lightning, user_errors
 from experiments._preflight import Refused, check_writable
 from seqrnn.bench import (
     common,
@@ -40,7 +39,7 @@ BENCHMARKS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"some of: {', '.join(BENCHMARKS)} (default all)")
     parser.add_argument(
         "--out", default=f"{outputs_root()}/bench", help="folder for the JSON reports"

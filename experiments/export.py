@@ -11,17 +11,16 @@ whole or not at all.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from experiments._cli import fail, user_errors
+from experiments._cli import OneLineParser, fail, user_errors
 
 
 def main(argv: list[str] | None = None) -> Path:
     from seqrnn.pretrained import PRETRAINED_DIR, pretrained_name
     from seqrnn.training.checkpoints import export_weights, read_checkpoint, resolve_checkpoint
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", help="a run dir (its best checkpoint) or a .ckpt file")
     parser.add_argument("--to", type=Path, default=PRETRAINED_DIR, help="folder to write into")
     parser.add_argument(

@@ -8,14 +8,13 @@ Exits 1 when a check fails.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from experiments._cli import fail, quiet_lightning
+from experiments._cli import OneLineParser, fail, quiet_lightning
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--no-runs", action="store_true", help="skip the tiny training runs")
     args = parser.parse_args(argv)

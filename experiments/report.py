@@ -10,14 +10,13 @@ A sweep writes its own report when it ends (the Hydra callback in experiments.ca
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from experiments._cli import fail, user_errors
+from experiments._cli import OneLineParser, fail, user_errors
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="a sweep dir, a run dir or outputs/")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: root)")
     args = parser.parse_args(argv)

@@ -90,6 +90,17 @@ BAD = [
         "budgets.classify.1x32='1h' is not allowed; give days:hours:minutes:seconds",
     ),
     ("gpu_check", ["--device=tpu"], "--device tpu is not a device seqrnn checks"),
+    ("bench", ["--threads=0"], "--threads 0: give a number of threads >= 1"),
+    ("bench", ["--sizes=1x32,foo"], "--sizes 1x32,foo: give <layers>x<units>[,...]"),
+    ("bench", ["--batch=abc"], "argument --batch: invalid int value: 'abc'"),
+    ("search", ["workers=0"], "workers=0 is not allowed; it must be an integer >= 1"),
+    ("train", ["logger=foo"], "logger=foo is not a known logger (in 'logger=foo'); choose one"),
+    ("train", ["logger=[tensorboard,foo]"], "logger=foo is not a known logger"),
+    (
+        "train",
+        ["trainer.precision=17"],
+        "trainer.precision=17 is not allowed; choose one of: 32-true, 32, bf16-mixed, 16-mixed",
+    ),
 ]
 
 
