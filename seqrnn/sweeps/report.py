@@ -105,6 +105,7 @@ NOT_RECIPE = (
     "callbacks.milestones",
     "callbacks.divergence",
     "callbacks.share_cores",  # how many threads, not how it trains
+    "callbacks.timer",  # a run's time budget: "ended by" says where one cut a run short
 )
 
 
