@@ -291,8 +291,7 @@ def test_a_write_that_dies_leaves_the_previous_last_checkpoint_whole(tmp_path):
     ],
 )
 def test_only_the_first_rank_holds_the_run_dir(environment, first, monkeypatch):
-    from experiments._cli import RANK_VARIABLES
-    from experiments._cli import first_process
+    from experiments._cli import RANK_VARIABLES, first_process
 
     for key in RANK_VARIABLES:
         monkeypatch.delenv(key, raising=False)
