@@ -90,6 +90,7 @@ BAD = [
         "budgets.classify.1x32='1h' is not allowed; give days:hours:minutes:seconds",
     ),
     ("gpu_check", ["--device=tpu"], "--device tpu is not a device seqrnn checks"),
+    ("report", ["/", "--out={classify}"], "is a file; give the folder to write the report into"),
     ("bench", ["--threads=0"], "--threads 0: give a number of threads >= 1"),
     ("bench", ["--sizes=1x32,foo"], "--sizes 1x32,foo: give <layers>x<units>[,...]"),
     ("bench", ["--batch=abc"], "argument --batch: invalid int value: 'abc'"),
@@ -134,7 +135,8 @@ def test_a_bad_value_is_one_line_and_exit_2(
         args += ["data.verify=false", "data.val_size=20"]
     if entry == "train":
         args += ["debug=fast"]
-    if entry != "gpu_check" and not any(a.startswith("hydra.run.dir=") for a in args):
+    hydra = entry not in ("gpu_check", "bench", "report", "export")  # argparse takes no overrides
+    if hydra and not any(a.startswith("hydra.run.dir=") for a in args):
         args += [f"hydra.run.dir={out}"]
     if entry == "study":
         args += [f"out={out}", f"docs={out / 'docs'}", f"pretrained={out / 'pretrained'}"]
