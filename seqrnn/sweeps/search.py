@@ -85,7 +85,7 @@ def study_storage(storage: str | Path) -> optuna.storages.RDBStorage:
         path = Path(storage)
         path.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path.resolve()}"
-    for _ in range(STORAGE_ATTEMPTS):
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since v2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
@@ -106,7 +106,8 @@ def study_storage(storage: str | Path) -> optuna.storages.RDBStorage:
                 failed = err
         # Workers started together on an empty database race to create its tables, and all
         # but one fail: they try again once the tables are there.
-        time.sleep(1.0 + random.random())
+        if attempt < STORAGE_ATTEMPTS:
+            time.sleep(1.0 + random.random())
     reason = str(getattr(failed, "orig", None) or failed).strip().splitlines()[0]
     raise ConfigError(
         f"storage={shown_url(url)} cannot be used: {reason}; give a database URL that this "
