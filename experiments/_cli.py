@@ -274,6 +274,7 @@ RECIPE_KEYS = (
     "data.batch_size",
     "trainer.max_epochs",
     "trainer.gradient_clip_val",
+    "trainer.precision",
     "callbacks.checkpoint.monitor",
     "callbacks.checkpoint.mode",
     "callbacks.early_stopping",

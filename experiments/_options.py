@@ -120,11 +120,11 @@ def text(null: bool = False) -> Spec:
     return _or_null(Spec(lambda v: isinstance(v, str) and v != "", "a non-empty string"), null)
 
 
-def list_of(item: Spec, null: bool = False) -> Spec:
+def list_of(item: Spec, null: bool = False, empty: bool = False) -> Spec:
     each = item.allowed if not item.choices else f"one of {', '.join(map(str, item.choices))}"
     spec = Spec(
-        lambda v: isinstance(v, list) and len(v) > 0 and all(item.test(x) for x in v),
-        f"a non-empty list, each {each}",
+        lambda v: isinstance(v, list) and (empty or len(v) > 0) and all(item.test(x) for x in v),
+        f"a {'' if empty else 'non-empty '}list, each {each}",
     )
     return _or_null(spec, null)
 
@@ -350,6 +350,16 @@ OPTIONS: dict[str, dict[str, Spec]] = {
         "threads": integer(1, null=True),
         "seed": SEED,
         "storage": text(null=True),
+        "heartbeat_seconds": integer(1),
+        "grace_seconds": integer(2),
+        "launcher.name": choice("local", "slurm"),
+        "launcher.partition": text(null=True),
+        "launcher.cpus_per_task": integer(1),
+        "launcher.mem_gb": integer(1),
+        "launcher.time_min": integer(1),
+        "launcher.requeue": boolean(),
+        "launcher.sbatch": list_of(text(), empty=True),
+        "launcher.poll_seconds": number(at_least=0.1),
         "search.name": text(),
         "search.metric": text(),
         "search.monitor": MONITOR,

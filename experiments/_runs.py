@@ -33,6 +33,31 @@ def job_device(cfg: DictConfig) -> Iterator[dict[str, Any]]:
         yield {"devices": [index]}
 
 
+def runnable_precision(trainer_cfg: Any) -> dict[str, Any]:
+    """``{"precision": "32-true"}`` where the configured bfloat16 cannot run: a recipe in
+    ``bf16-mixed`` (fast on a CPU with AVX-512-BF16, on NVIDIA Ampere and newer) on an older GPU,
+    which has no bfloat16 arithmetic, trains in float32 and says so in one line (float16, the
+    other mixed precision, overflows over 784 steps without loss scaling tuned for it); else
+    ``{}`` (the configured precision)."""
+    import torch
+
+    from seqrnn.console import tell
+
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    on_gpu = str(trainer_cfg.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    if not precision.startswith("bf16") or not on_gpu or not torch.cuda.is_available():
+        return {}
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) >= (8, 0):
+        return {}
+    name = torch.cuda.get_device_name()
+    tell(
+        f"trainer.precision={precision}: {name} (compute capability {major}.{minor}) has no "
+        "bfloat16 arithmetic; training in float32 (trainer.precision=32-true)"
+    )
+    return {"precision": "32-true"}
+
+
 def going_on_line(run_dir: Path, saved: dict[str, Any], max_epochs: Any) -> str:
     """What a resumed run says first: the step it goes on from, and whether it trains at all
     (a finished run resumed without more epochs only evaluates again)."""

@@ -3,7 +3,8 @@
     python -m experiments.export outputs/study/classify-gru-1x128
     python -m experiments.export <run dir or .ckpt> --to seqrnn/pretrained
 
-Writes ``<task>-<cell>-<layers>x<units>.ckpt`` into ``--to`` (default: seqrnn/pretrained, the
+Writes ``<task>-<cell>-<layers>x<units>.ckpt`` (``-permuted`` or ``-row`` after it for a model of
+that reading order) into ``--to`` (default: seqrnn/pretrained, the
 package's shipped weights, which ``ckpt=pretrained:<name>`` finds). A file that is there already
 (a shipped checkpoint among them) is replaced only with ``--force``; the new file is written
 whole or not at all.
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> Path:
         source = resolve_checkpoint(args.ckpt)
         checkpoint = read_checkpoint(source)
         hp = checkpoint.get("hyper_parameters", {})
-        name = pretrained_name(checkpoint["task"], hp["cell"], hp["layers"], hp["units"])
+        order = checkpoint.get("datamodule_hyper_parameters", {}).get("order", "pixel")
+        name = pretrained_name(checkpoint["task"], hp["cell"], hp["layers"], hp["units"], order)
         target = export_weights(source, args.to / f"{name}.ckpt", overwrite=args.force)
     print(f"{source} -> {target} ({target.stat().st_size / 1e6:.2f} MB)")
     return target

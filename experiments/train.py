@@ -28,6 +28,7 @@ from experiments._runs import (
     going_on_line,
     job_device,
     print_outputs,
+    runnable_precision,
     slurm_plugins,
     threads_per_job,
     use_tf32,
@@ -118,6 +119,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any
             enable_progress_bar=bar,
             plugins=[AtomicCheckpointIO(), *slurm_plugins()],
             **device,
+            **runnable_precision(cfg.trainer),
         )
 
         # Train, then evaluate the best checkpoint on every split.

@@ -70,8 +70,11 @@ def outputs_root() -> str:
     return os.environ.get(OUTPUTS_VARIABLE) or "outputs"
 
 
-def run_name(task: str, cell: str, size: str) -> str:
+def run_name(task: str, cell: str, size: str, order: str = "pixel") -> str:
     """A run's name, as shipped weights, docs/results and the study's run dirs spell it:
-    ``classify-gru-1x128`` (``size``: ``<layers>x<units>``). conf/train.yaml's run dirs follow
-    it too (``${task}-${cell}-${layers}x${units}``)."""
-    return f"{task}-{cell}-{size}"
+    ``classify-gru-1x128`` (``size``: ``<layers>x<units>``), with the reading order after it
+    where it is not pixel order (``classify-gru-1x128-permuted``), so that a model of the other
+    benchmark never takes a pixel-order model's name. conf/train.yaml's run dirs follow it too
+    (``${task}-${cell}-${layers}x${units}``)."""
+    name = f"{task}-{cell}-{size}"
+    return name if order == "pixel" else f"{name}-{order}"

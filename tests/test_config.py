@@ -13,11 +13,10 @@ from experiments._cli import CONF_DIR, check_group_choices, expand_resume, prepa
 from seqrnn.data import MNISTSequenceDataModule
 from seqrnn.models import TASKS, check_task_data
 
-# the groups of conf/train.yaml whose options stand alone (search presets belong to
-# conf/search.yaml; recipes follow the task, cell and size: tests/test_recipes.py)
-GROUPS = sorted(
-    p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"search", "recipe", "hydra"}
-)
+# the groups of conf/train.yaml whose options stand alone (search presets and launchers belong
+# to conf/search.yaml; recipes follow the task, cell and size: tests/test_recipes.py)
+NOT_TRAIN = {"search", "launcher", "recipe", "hydra"}
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_TRAIN)
 SEARCH_PRESETS = sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml"))
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
@@ -68,7 +67,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
 
 @pytest.mark.parametrize("preset", SEARCH_PRESETS)
 def test_every_search_preset_composes_into_trials(preset, tmp_path):
-    from experiments.search import override_text, trial_overrides
+    from seqrnn.sweeps.search_loop import override_text, trial_overrides
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         search = compose("search", [f"search={preset}", f"paths.output_dir={tmp_path}"])
@@ -281,3 +280,32 @@ def test_tf32_is_one_explicit_setting_for_matmuls_and_cudnn(enabled, tmp_path):
         assert torch.backends.cudnn.allow_tf32 is enabled
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize(
+    ("precision", "capability", "expected"),
+    [
+        ("bf16-mixed", (7, 0), {"precision": "32-true"}),  # a V100: no bfloat16 arithmetic
+        ("bf16-mixed", (8, 0), {}),  # an A100 runs the recipe as written
+        ("32-true", (7, 0), {}),
+    ],
+)
+def test_a_bf16_recipe_trains_in_float32_on_a_gpu_without_bf16(
+    precision, capability, expected, monkeypatch, capsys
+):
+    from experiments._runs import runnable_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100-SXM2-16GB")
+    trainer = OmegaConf.create({"accelerator": "auto", "precision": precision})
+    assert runnable_precision(trainer) == expected
+    said = capsys.readouterr().out.strip().splitlines()
+    if expected:
+        assert len(said) == 1 and "trainer.precision=bf16-mixed" in said[0]
+        assert "Tesla V100" in said[0] and "7.0" in said[0] and "32-true" in said[0]
+    else:
+        assert said == []
+    # the CPU keeps bfloat16 whatever a GPU could do
+    cpu = OmegaConf.create({"accelerator": "cpu", "precision": precision})
+    assert runnable_precision(cpu) == {}

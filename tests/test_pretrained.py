@@ -76,14 +76,16 @@ def test_evaluate_reports_what_the_weights_give(tiny_mnist, checkpoints, tmp_pat
 @pytest.mark.integration
 @pytest.mark.parametrize("name", shipped())
 def test_every_shipped_checkpoint_loads_and_predicts(name, real_mnist):
-    task, cell, size = name.split("-")
+    task, cell, size, *order = name.split("-")
     checkpoint = read_checkpoint(PRETRAINED_DIR / f"{name}.ckpt", task)
     hp = checkpoint["hyper_parameters"]
     assert (hp["cell"], f"{hp['layers']}x{hp['units']}") == (cell, size)
     model = TASKS[task].load_from_checkpoint(resolve_checkpoint(f"pretrained:{name}")).eval()
     trained_on = checkpoint["datamodule_hyper_parameters"]
+    assert trained_on["order"] == (order[0] if order else "pixel")  # the name says the order
+    kept = ("order", "permutation_seed", "threshold")  # the settings it was trained with
     data = MNISTSequenceDataModule(
-        str(REAL_MNIST), order=trained_on["order"], threshold=trained_on["threshold"]
+        str(REAL_MNIST), **{key: trained_on[key] for key in kept if key in trained_on}
     )
     data.setup()
     images, labels = data.splits["test"]
@@ -93,3 +95,16 @@ def test_every_shipped_checkpoint_loads_and_predicts(name, real_mnist):
             assert (model(x).argmax(1) == y).float().mean() > 0.9
         else:  # a trained predictor: well under a random guess's log 2 nats a pixel
             assert model.log_prob(x).mean().neg() / x.shape[1] < 0.15
+
+
+def test_a_permuted_order_model_is_exported_under_a_name_that_says_so(checkpoints, tmp_path):
+    """A model trained in permuted order must never take the pixel-order model's name (and
+    replace its weights): the exported name ends with its order."""
+    checkpoint = torch.load(checkpoints["classify"], weights_only=False)
+    checkpoint["datamodule_hyper_parameters"] = {"order": "permuted", "permutation_seed": 5544}
+    torch.save(checkpoint, tmp_path / "permuted.ckpt")
+    pixel = run_entry("export", str(checkpoints["classify"]), "--to", str(tmp_path / "out"))
+    permuted = run_entry("export", str(tmp_path / "permuted.ckpt"), "--to", str(tmp_path / "out"))
+    assert pixel.returncode == 0 and permuted.returncode == 0, pixel.stderr + permuted.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["classify-gru-1x8-permuted.ckpt", "classify-gru-1x8.ckpt"]

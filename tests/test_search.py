@@ -6,28 +6,11 @@ import json
 import optuna
 import pytest
 import yaml
-from conftest import TINY_VAL, quiet_trainer, run_entry, tiny_rows
+from conftest import quiet_trainer, run_entry, tiny_rows, tiny_search_args
 
 from seqrnn.errors import ConfigError
 from seqrnn.models import SequenceClassifier
 from seqrnn.sweeps.search import PruneOnValidation, counted_trials, open_study, suggest
-
-
-def tiny_search_args(data_dir, study_dir, *extra, train_extra=()):
-    train = [
-        "task=classify",
-        "size=1x32",
-        f"data.root={data_dir}",
-        "data.verify=false",
-        f"data.val_size={TINY_VAL}",
-        "data.batch_size=16",
-        "data.eval_batch_size=32",
-        "data.order=row",
-        "trainer.max_epochs=2",
-        *train_extra,
-    ]
-    listed = ",".join(f'"{t}"' for t in train)
-    return [f"search.train=[{listed}]", "search.name=tiny", f"hydra.run.dir={study_dir}", *extra]
 
 
 def test_suggest_draws_every_kind_of_setting():
@@ -197,39 +180,6 @@ def test_a_killed_search_fails_its_cut_off_trial_runs_it_again_and_draws_nothing
     assert len(retried) == 1 and retried[0]["state"] in ("complete", "pruned")
     drawn = [(r["model.lr"], r["data.batch_size"]) for r in rows[1:]]
     assert len(drawn) == len(set(drawn)) == 3  # no finished configuration drawn again
-
-
-LOCAL_POSTGRES = "postgresql+psycopg://seqrnn:seqrnn@127.0.0.1:5432/seqrnn"
-
-
-@pytest.fixture
-def postgres_url():
-    """A new, empty database on the local PostgreSQL (`make postgres-local`), dropped after the
-    test; without a server a skip (a failure under CI=true)."""
-    import os
-    import uuid
-
-    server = os.environ.get("SEQRNN_TEST_POSTGRES", LOCAL_POSTGRES)
-    try:
-        import psycopg
-
-        admin = psycopg.connect(
-            server.replace("postgresql+psycopg://", "postgresql://"),
-            connect_timeout=5,
-            autocommit=True,
-        )
-    except Exception as err:  # noqa: BLE001 - no driver, no server, no database
-        why = f"no PostgreSQL at {server} ({type(err).__name__}; as root: scripts/postgres-local)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}; CI needs it")
-        pytest.skip(why)
-    database = f"seqrnn_test_{uuid.uuid4().hex[:8]}"
-    admin.execute(f"CREATE DATABASE {database}")
-    try:
-        yield server.rsplit("/", 1)[0] + f"/{database}"
-    finally:
-        admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
-        admin.close()
 
 
 def test_two_workers_share_one_study_in_postgresql(postgres_url, tiny_mnist, tmp_path):

@@ -3,6 +3,7 @@ sweep through `hydra/launcher=slurm_cpu`, and a job requeued in the middle of an
 on from the batch it was stopped at. Skipped without a cluster, except under CI=true; only on
 that cluster (its name is seqrnn-local), since every test ends by cancelling the queue's jobs."""
 
+import csv
 import json
 import os
 import shutil
@@ -461,3 +462,133 @@ def test_a_rank_that_fails_ends_the_ddp_job_at_once_with_its_reason(cluster, tin
     assert time.monotonic() - started < 200  # not the 10-minute time limit
     logs = "".join(p.read_text() for p in sorted((sweep / ".submitit").rglob("*_log.*")))
     assert "rank 1 broke at step 2" in logs + result.stderr
+
+
+# Waits once, at the first training batch of the first trial to get there, writing which SLURM
+# array task it is in, until that task is cancelled; every other trial sleeps 3 s there,
+# so that the other worker still draws trials after the cancelled one's heartbeat has gone.
+SEARCH_PAUSER = textwrap.dedent(
+    """
+    import os
+    import time
+    from pathlib import Path
+    from lightning.pytorch.callbacks import Callback
+
+    class PauseOnce(Callback):
+        def __init__(self, marker):
+            self.marker = Path(marker)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            task = os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"]
+            try:
+                with self.marker.open("x") as f:  # the first trial anywhere, once
+                    f.write(task)
+            except FileExistsError:
+                if batch_idx == 0 and trainer.current_epoch == 0:
+                    time.sleep(3)
+                return
+            for _ in range(6000):  # until the task is cancelled (SIGTERM), at most 5 minutes
+                if trainer.received_sigterm:
+                    return
+                time.sleep(0.05)
+    """
+)
+
+
+def slurm_search(tiny_mnist, tmp_path, postgres_url, *extra: str, env=None, train_extra=()):
+    """``experiments.search launcher=slurm`` of a tiny study on two workers; returns the
+    finished command, the study and the search dir."""
+    import uuid
+
+    import optuna
+    from conftest import tiny_search_args
+
+    name, study_dir = f"tiny-{uuid.uuid4().hex[:8]}", tmp_path / "study"
+    args = tiny_search_args(tiny_mnist, study_dir, *extra, train_extra=("threads=1", *train_extra))
+    args += ["launcher=slurm", "workers=2", f"search.name={name}", f"storage={postgres_url}"]
+    args += ["launcher.mem_gb=2", "launcher.time_min=10", "launcher.poll_seconds=1"]
+    environment = env or {k: v for k, v in os.environ.items() if k != "SEQRNN_DATA_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.search", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result, optuna.load_study(study_name=name, storage=postgres_url), study_dir
+
+
+def trials_by_worker(study_dir) -> dict[int, list[str]]:
+    """Which workers started each trial, from the workers' logs (``trial N on W: dir``)."""
+    started: dict[int, list[str]] = {}
+    for log in sorted((study_dir / "workers").glob("worker-*.out")):
+        for line in log.read_text().splitlines():
+            if line.startswith("trial ") and " on " in line:
+                number, worker = line.removeprefix("trial ").split(":")[0].split(" on ")
+                started.setdefault(int(number), []).append(worker)
+    return started
+
+
+def test_a_search_on_two_slurm_workers_runs_every_trial_once(
+    cluster, postgres_url, tiny_mnist, tmp_path
+):
+    import optuna
+
+    result, study, study_dir = slurm_search(tiny_mnist, tmp_path, postgres_url, "trials=4")
+    assert "submitted 2 workers as SLURM job" in result.stdout
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.FAIL not in states
+    assert 4 <= len(study.trials) <= 5  # a worker may be finishing one more when 4 are done
+    started = trials_by_worker(study_dir)
+    assert sorted(started) == [t.number for t in study.trials]
+    assert all(len(workers) == 1 for workers in started.values())  # none run twice
+    assert len({w for workers in started.values() for w in workers}) == 2  # both drew trials
+    rows = list(csv.DictReader((study_dir / "trials.csv").open()))
+    assert [int(r["trial"]) for r in rows] == [t.number for t in study.trials]
+    assert {r["attr_worker"] for r in rows} == {w for ws in started.values() for w in ws}
+    assert (study_dir / "best.yaml").is_file() and "best:   trial " in result.stdout
+
+
+def test_a_cancelled_slurm_worker_leaves_its_trial_failed_and_run_again(
+    cluster, postgres_url, tiny_mnist, tmp_path
+):
+    import threading
+
+    import optuna
+
+    marker = tmp_path / "paused_in"
+    pause = ["+callbacks.pause._target_=pauser.PauseOnce", f"+callbacks.pause.marker={marker}"]
+    env = job_environment(tmp_path, pauser=SEARCH_PAUSER)
+
+    def cancel_the_paused_worker() -> None:
+        wait_for(marker.exists, 300, "a trial to pause")
+        time.sleep(0.5)  # the marker is written whole
+        subprocess.run(["scancel", marker.read_text().strip()], check=True)
+
+    canceller = threading.Thread(target=cancel_the_paused_worker, daemon=True)
+    canceller.start()
+    # heartbeats every second: a worker is taken for dead 4 s after its last
+    _, study, study_dir = slurm_search(
+        tiny_mnist,
+        tmp_path,
+        postgres_url,
+        "trials=5",
+        "heartbeat_seconds=1",
+        "grace_seconds=4",
+        env=env,
+        train_extra=pause,
+    )
+    canceller.join(timeout=5)
+    by_number = {t.number: t for t in study.trials}
+    (cancelled,) = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    # the retry is the trial whose failed_trial names the cancelled one (Optuna's record)
+    again = [t for t in study.trials if t.system_attrs.get("failed_trial") == cancelled.number]
+    assert len(again) == 1 and again[0].params == cancelled.params
+    assert again[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in by_number.values()]
+    assert cancelled.user_attrs["worker"] == marker.read_text().strip()
+    started = trials_by_worker(study_dir)
+    assert all(len(workers) == 1 for workers in started.values())  # none run twice at once

@@ -21,6 +21,7 @@ def shipped() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.ckpt"))
 
 
-def pretrained_name(task: str, cell: str, layers: int, units: int) -> str:
-    """The shipped name of a configuration, e.g. ``classify-gru-1x128``."""
-    return run_name(task, cell, f"{layers}x{units}")
+def pretrained_name(task: str, cell: str, layers: int, units: int, order: str = "pixel") -> str:
+    """The shipped name of a configuration, e.g. ``classify-gru-1x128``, or
+    ``classify-gru-1x128-permuted`` for one trained in permuted order."""
+    return run_name(task, cell, f"{layers}x{units}", order)

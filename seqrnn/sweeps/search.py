@@ -2,7 +2,7 @@
 PostgreSQL that workers on several machines share), trials drawn from a declared space, and
 trials that fall behind pruned after each epoch.
 
-Plain objects in and out; ``experiments.search`` composes one training config per trial.
+Plain objects in and out; the loop that runs trials: :mod:`seqrnn.sweeps.search_loop`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ DIRECTIONS = ("maximize", "minimize")
 STORAGE_ATTEMPTS = 3
 # Trials that count towards a search's number of trials (failed ones are retried instead).
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+RUNNING = optuna.trial.TrialState.RUNNING
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -71,9 +72,14 @@ def shown_url(url: str) -> str:
         return url
 
 
-def study_storage(storage: str | Path) -> optuna.storages.RDBStorage:
+def study_storage(
+    storage: str | Path, heartbeat_seconds: int = 30, grace_seconds: int = 120
+) -> optuna.storages.RDBStorage:
     """Optuna's storage of ``storage`` (a SQLite file path, or a database URL), with heartbeats:
-    a trial whose process stopped beating for two minutes is marked failed and run once more.
+    a running trial's process writes one every ``heartbeat_seconds``; a trial without one for
+    ``grace_seconds`` (its worker killed, preempted or out of time) is marked failed when a
+    worker next draws a trial, and run once more (once: a trial that kills its worker twice is
+    the trial's fault, not the worker's).
 
     Raises:
         ConfigError: a URL whose driver is not installed, or whose database cannot be reached
@@ -91,8 +97,8 @@ def study_storage(storage: str | Path) -> optuna.storages.RDBStorage:
             try:
                 return optuna.storages.RDBStorage(
                     url,
-                    heartbeat_interval=30,
-                    grace_period=120,
+                    heartbeat_interval=heartbeat_seconds,
+                    grace_period=grace_seconds,
                     heartbeat_stale_trial_callback=(
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
                     ),
@@ -122,6 +128,8 @@ def open_study(
     seed: int = 0,
     startup_trials: int = 4,
     warmup_epochs: int = 2,
+    heartbeat_seconds: int = 30,
+    grace_seconds: int = 120,
 ) -> optuna.Study:
     """The study ``name`` in ``storage`` (a SQLite file path, or a database URL that several
     machines' workers share: :func:`study_storage`), created or reopened.
@@ -130,14 +138,14 @@ def open_study(
     (a trial stops when its value after an epoch is worse than the median of earlier trials'
     values at that epoch), silent for the first ``startup_trials`` trials and the first
     ``warmup_epochs`` epochs of each trial. A trial whose process died while the search goes on
-    (no heartbeat for two minutes) is marked failed and run again once; one left by a search
-    that was killed as a whole: :func:`recover_dead_trials`.
+    (no heartbeat for ``grace_seconds``: :func:`study_storage`) is marked failed and run again
+    once; one left by a search that was killed as a whole: :func:`recover_dead_trials`.
     """
     if direction not in DIRECTIONS:
         raise ConfigError(
             f"direction={direction!r} is not allowed; choose {' or '.join(DIRECTIONS)}"
         )
-    rdb = study_storage(storage)
+    rdb = study_storage(storage, heartbeat_seconds, grace_seconds)
     study = optuna.create_study(
         storage=rdb,
         study_name=name,
@@ -158,11 +166,19 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     marked failed now, and their parameters queued to run once more. Only for a search that
     knows no other process is running trials of ``study`` (experiments.search holds the study
     dir's lock). Returns the numbers of the trials it marked."""
-    dead = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for trial in dead:
+    params = {t.number: t.params for t in study.get_trials(states=(RUNNING,))}
+    for number in fail_left_running(study):
+        study.enqueue_trial(params[number], user_attrs={"retry_of": number})
+    return sorted(params)
+
+
+def fail_left_running(study: optuna.Study) -> list[int]:
+    """Mark failed the trials still ``running`` (their processes died; the caller knows no
+    live one runs them); returns their numbers."""
+    left = study.get_trials(deepcopy=False, states=(RUNNING,))
+    for trial in left:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-    return [trial.number for trial in dead]
+    return [trial.number for trial in left]
 
 
 def counted_trials(study: optuna.Study) -> int:
