@@ -152,6 +152,9 @@ def composition_problem(config_dir: Path, config_name: str, err: Exception) -> s
     missing = re.search(r"Could not override '([^']+)'", str(err))
     if missing and "not in struct" in cause:
         key = missing.group(1)
+        owner = group_option_with(config_dir, key)
+        if owner:  # a key of another option of its group: the option is what is missing
+            return f"{key} is a setting of {owner}; choose it first ({owner} {key}=...)"
         known = sorted(known_keys(config_dir, config_name))
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}? " if close else ""
@@ -160,6 +163,19 @@ def composition_problem(config_dir: Path, config_name: str, err: Exception) -> s
             f"+{key}=...)"
         )
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
+def group_option_with(config_dir: Path, key: str) -> str | None:
+    """``group=option`` whose config file sets ``key`` (``launcher.cpus_per_task``:
+    ``launcher=slurm``), where ``key`` starts with the name of a config group; else None."""
+    group, _, rest = key.partition(".")
+    if not rest or not (config_dir / group).is_dir():
+        return None
+    for path in sorted((config_dir / group).glob("*.yaml")):
+        absent = object()
+        if OmegaConf.select(OmegaConf.load(path), rest, default=absent) is not absent:
+            return f"{group}={path.stem}"
+    return None
 
 
 def known_keys(config_dir: Path, config_name: str) -> set[str]:

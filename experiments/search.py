@@ -90,12 +90,12 @@ def run(cfg: DictConfig) -> None:
 
 def search_here(cfg: DictConfig) -> None:
     """``workers`` worker processes on this machine: this one and ``workers - 1`` more."""
-    from seqrnn.sweeps.search_loop import report_best, run_worker
+    from seqrnn.sweeps.search_loop import open_search, report_best, run_worker
 
-    worker = int(cfg.get("search_worker", 0))
+    study = open_search(cfg, int(cfg.get("search_worker", 0)))  # the storage answers first
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
     helpers = [subprocess.Popen(worker_command(f"{WORKER_KEY}={i}")) for i in range(1, cfg.workers)]
-    study = run_worker(cfg, training(), worker, first="search_worker" not in cfg, threads=threads)
+    run_worker(study, cfg, training(), first="search_worker" not in cfg, threads=threads)
     for helper in helpers:
         helper.wait()
     if "search_worker" not in cfg:

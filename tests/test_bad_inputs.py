@@ -95,6 +95,25 @@ BAD = [
     ("bench", ["--sizes=1x32,foo"], "--sizes 1x32,foo: give <layers>x<units>[,...]"),
     ("bench", ["--batch=abc"], "argument --batch: invalid int value: 'abc'"),
     ("search", ["workers=0"], "workers=0 is not allowed; it must be an integer >= 1"),
+    ("search", ["launcher=pbs"], "launcher=pbs is not a known launcher"),
+    (
+        "search",
+        ["launcher=slurm"],
+        "launcher=slurm needs storage=<database URL> that every node reaches",
+    ),
+    ("search", ["launcher=slurm", "launcher.cpus_per_task=0"], "cpus_per_task=0 is not allowed"),
+    (
+        "search",
+        ["launcher.partition=cpu"],
+        "launcher.partition is a setting of launcher=slurm; choose it first",
+    ),
+    ("search", ["heartbeat_seconds=0"], "heartbeat_seconds=0 is not allowed"),
+    (
+        "search",
+        ["heartbeat_seconds=30", "grace_seconds=20"],
+        "grace_seconds=20 is not allowed; it must be more than heartbeat_seconds=30",
+    ),
+    ("train", ["data=mnist_permutd"], "data=mnist_permutd is not a known data"),
     ("train", ["logger=foo"], "logger=foo is not a known logger (in 'logger=foo'); choose one"),
     ("train", ["logger=[tensorboard,foo]"], "logger=foo is not a known logger"),
     (

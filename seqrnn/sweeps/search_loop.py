@@ -129,16 +129,14 @@ def enqueue_known(study, cfg: DictConfig) -> None:
             study.enqueue_trial(params)
 
 
-def run_worker(
-    cfg: DictConfig, training: Training, worker: int = 0, first: bool = True, threads: int = 1
-):
-    """Draw and train trials until the study holds ``cfg.trials`` finished ones or
-    ``cfg.timeout`` seconds have passed; returns the study. ``first``: the worker that owns the
-    search dir (it fails the trials that a killed search of the same SQLite file left running,
-    and queues the preset's known recipes into a new study); others leave both alone."""
+def run_worker(study, cfg: DictConfig, training: Training, first: bool = True, threads: int = 1):
+    """Draw trials from ``study`` (:func:`open_search`) and train them until it holds
+    ``cfg.trials`` finished ones or ``cfg.timeout`` seconds have passed; returns the study.
+    ``first``: the worker that owns the search dir (it fails the trials that a killed search of
+    the same SQLite file left running, and queues the preset's known recipes into a new study);
+    others leave both alone."""
     search = cfg.search
     study_dir = Path(cfg.paths.output_dir)
-    study = open_search(cfg, worker)
     if first and not is_database_url(storage_of(cfg)):
         # only this search uses the file: trials left running are those of dead processes (in
         # a shared database they may be another worker's: there heartbeats find dead ones)
