@@ -102,6 +102,7 @@ BAD = [
         "launcher=slurm needs storage=<database URL> that every node reaches",
     ),
     ("search", ["launcher=slurm", "launcher.cpus_per_task=0"], "cpus_per_task=0 is not allowed"),
+    ("search", ["launcher=slurm", "launcher.time_min=1h"], "time_min='1h' is not allowed"),
     (
         "search",
         ["launcher.partition=cpu"],
