@@ -29,18 +29,53 @@ from seqrnn.layout import entry_command
 WORKER_KEY = "+search_worker"  # set on the worker processes a search starts
 
 
+def spec_of(cfg: DictConfig):
+    """The search of the composed ``search`` config, in the plain values the loop takes."""
+    from omegaconf import OmegaConf
+
+    from seqrnn.sweeps.search_loop import SearchSpec
+
+    search = cfg.search
+    return SearchSpec(
+        name=search.name,
+        direction=search.direction,
+        metric=search.metric,
+        monitor=search.monitor,
+        train=list(search.train),
+        space=OmegaConf.to_container(search.space, resolve=True),
+        enqueue=OmegaConf.to_container(search.enqueue, resolve=True) if "enqueue" in search else [],
+        trials=cfg.trials,
+        timeout=cfg.timeout,
+        seed=cfg.seed,
+        study_dir=Path(cfg.paths.output_dir),
+        storage=cfg.storage,
+        startup_trials=search.startup_trials,
+        warmup_epochs=search.warmup_epochs,
+        heartbeat_seconds=cfg.heartbeat_seconds,
+        grace_seconds=cfg.grace_seconds,
+    )
+
+
 def training():
-    """This entry point's side of the search loop's contract: the ``train`` config composed
-    from overrides (in the search's Hydra context), trained by :func:`experiments.train.train`."""
+    """This entry point's side of the search loop's contract (:class:`Training`): a trial's
+    ``train`` config composed from its overrides (in the search's Hydra context) and written
+    into its dir as a Hydra run dir holds it (for reports and ``resume=``), trained by
+    :func:`experiments.train.train`."""
     from hydra import compose
+    from omegaconf import OmegaConf
 
     from experiments.train import train
+    from seqrnn.layout import HYDRA_DIR, RUN_CONFIG, RUN_OVERRIDES
     from seqrnn.sweeps.search_loop import Training
 
-    return Training(
-        compose=lambda overrides: compose(config_name="train", overrides=overrides),
-        train=lambda cfg, callbacks: train(cfg, extra_callbacks=callbacks),
-    )
+    def prepare(overrides: list[str], run_dir: Path) -> DictConfig:
+        cfg = compose(config_name="train", overrides=overrides)
+        (run_dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / RUN_CONFIG)
+        OmegaConf.save(OmegaConf.create(overrides), run_dir / RUN_OVERRIDES)
+        return cfg
+
+    return Training(prepare=prepare, train=lambda cfg, callbacks: train(cfg, callbacks))
 
 
 def worker_command(*extra: str) -> list[str]:
@@ -92,14 +127,15 @@ def search_here(cfg: DictConfig) -> None:
     """``workers`` worker processes on this machine: this one and ``workers - 1`` more."""
     from seqrnn.sweeps.search_loop import open_search, report_best, run_worker
 
-    study = open_search(cfg, int(cfg.get("search_worker", 0)))  # the storage answers first
+    spec = spec_of(cfg)
+    study = open_search(spec, int(cfg.get("search_worker", 0)))  # the storage answers first
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
     helpers = [subprocess.Popen(worker_command(f"{WORKER_KEY}={i}")) for i in range(1, cfg.workers)]
-    run_worker(study, cfg, training(), first="search_worker" not in cfg, threads=threads)
+    run_worker(study, spec, training(), first="search_worker" not in cfg, threads=threads)
     for helper in helpers:
         helper.wait()
     if "search_worker" not in cfg:
-        report_best(study, cfg)
+        report_best(study, spec)
 
 
 def search_on_slurm(cfg: DictConfig) -> None:
@@ -110,15 +146,16 @@ def search_on_slurm(cfg: DictConfig) -> None:
     from seqrnn.sweeps.search_loop import enqueue_known, open_search, report_best, shown_storage
     from seqrnn.sweeps.slurm_array import TASK_NUMBER, cancel, submit_array, wait_for_array
 
-    study_dir = Path(cfg.paths.output_dir)
-    study = open_search(cfg)  # the storage answers, and the study exists before any worker
-    enqueue_known(study, cfg)
+    spec = spec_of(cfg)
+    study_dir = spec.study_dir
+    study = open_search(spec)  # the storage answers, and the study exists before any worker
+    enqueue_known(study, spec)
     command = worker_command(f"threads={cfg.launcher.cpus_per_task}", f"{WORKER_KEY}={TASK_NUMBER}")
     settings = dict(cfg.launcher)
     job = submit_array(command, cfg.workers, settings, study_dir / "workers", Path.cwd())
     tell(
         f"submitted {cfg.workers} workers as SLURM job {job} (logs: {study_dir / 'workers'}); "
-        f"study {cfg.search.name} in {shown_storage(cfg)}"
+        f"study {spec.name} in {shown_storage(spec)}"
     )
     try:
         wait_for_array(
@@ -135,7 +172,7 @@ def search_on_slurm(cfg: DictConfig) -> None:
     # heartbeat check (the others had finished the search by then)
     for number in fail_left_running(study):
         tell(f"trial {number} lost its worker and no worker was left to run it again: failed")
-    report_best(study, cfg)
+    report_best(study, spec)
 
 
 if __name__ == "__main__":

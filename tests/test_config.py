@@ -67,6 +67,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
 
 @pytest.mark.parametrize("preset", SEARCH_PRESETS)
 def test_every_search_preset_composes_into_trials(preset, tmp_path):
+    from experiments.search import spec_of
     from seqrnn.sweeps.search_loop import override_text, trial_overrides
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -76,7 +77,7 @@ def test_every_search_preset_composes_into_trials(preset, tmp_path):
             name: spec["choices"][0] if "choices" in spec else spec["low"]
             for name, spec in OmegaConf.to_container(search.search.space).items()
         }
-        overrides = trial_overrides(search, params, tmp_path / "trial_000", threads=1)
+        overrides = trial_overrides(spec_of(search), params, tmp_path / "trial_000", threads=1)
         cfg = compose("train", overrides)
     OmegaConf.resolve(cfg)
     for name, value in params.items():  # every searched key exists and takes the value

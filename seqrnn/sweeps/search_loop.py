@@ -1,10 +1,10 @@
 """The search loop: workers that draw trials from one Optuna study and train each as one
 training run, and what a search leaves in its dir (``trials.csv``, ``best.yaml``).
 
-The loop knows nothing of Hydra's command line: what it needs of the training entry point is
-:class:`Training` (compose a ``train`` config from overrides; train it), which
-``experiments.search`` hands it. Where the workers run is the caller's: processes on this
-machine (:func:`start_local_workers`'s command) or SLURM jobs (:mod:`seqrnn.sweeps.slurm_array`).
+Plain values in (:class:`SearchSpec`); the loop knows nothing of Hydra: what it needs of the
+training entry point is :class:`Training` (make a trial's run from ``train`` overrides; train
+it), which ``experiments.search`` hands it. Where the workers run is the caller's: processes on
+this machine, or SLURM jobs (:mod:`seqrnn.sweeps.slurm_array`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
 from seqrnn.files import write_atomic
-from seqrnn.layout import HYDRA_DIR, RUN_CONFIG, RUN_OVERRIDES
 from seqrnn.sweeps.search import (
     PruneOnValidation,
     counted_trials,
@@ -37,23 +36,55 @@ BEST_FILE = "best.yaml"
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """One search (conf/search.yaml with its preset, conf/search/<name>.yaml), in plain values.
+
+    ``train``: the training overrides of every trial; ``space``: what a trial draws
+    (:func:`seqrnn.sweeps.search.suggest`); ``enqueue``: settings tried first in a new study;
+    ``metric``: the ``results.json`` key optimised in ``direction``; ``monitor``: the logged
+    value the pruner reads after every epoch; ``trials``: finished trials the study is done at;
+    ``timeout``: seconds after which no trial starts; ``storage``: a database URL, or None for
+    ``study.db`` in ``study_dir``; the heartbeat and pruner settings:
+    :func:`seqrnn.sweeps.search.open_study`."""
+
+    name: str
+    direction: str
+    metric: str
+    monitor: str
+    train: list[str]
+    space: dict[str, dict[str, Any]]
+    enqueue: list[dict[str, Any]]
+    trials: int
+    timeout: float | None
+    seed: int
+    study_dir: Path
+    storage: str | None = None
+    startup_trials: int = 4
+    warmup_epochs: int = 2
+    heartbeat_seconds: int = 30
+    grace_seconds: int = 120
+
+
+@dataclass(frozen=True)
 class Training:
-    """What the search loop asks of the training entry point: ``compose(overrides)`` gives the
-    ``train`` config of one run (conf/train.yaml with ``overrides``), ``train(cfg, callbacks)``
-    trains it with ``callbacks`` added and returns what it wrote to ``results.json``."""
+    """What the search loop asks of the training entry point: ``prepare(overrides, run_dir)``
+    composes one run's training config (the training defaults with ``overrides``), writes it
+    into ``run_dir`` as a run dir of that entry point holds it, and returns it; ``train(config,
+    callbacks)`` trains it with ``callbacks`` added and returns what it wrote to
+    ``results.json``. The config is the entry point's: the loop only hands it back."""
 
-    compose: Callable[[list[str]], DictConfig]
-    train: Callable[[DictConfig, Sequence[Any]], dict[str, Any]]
-
-
-def storage_of(cfg: DictConfig) -> str | Path:
-    """The study's storage: ``storage=`` (a database URL), else ``study.db`` in the search dir."""
-    return cfg.storage or Path(cfg.paths.output_dir) / STUDY_FILE
+    prepare: Callable[[list[str], Path], Any]
+    train: Callable[[Any, Sequence[Any]], dict[str, Any]]
 
 
-def shown_storage(cfg: DictConfig) -> str:
+def storage_of(spec: SearchSpec) -> str | Path:
+    """The study's storage: ``storage`` (a database URL), else ``study.db`` in the search dir."""
+    return spec.storage or spec.study_dir / STUDY_FILE
+
+
+def shown_storage(spec: SearchSpec) -> str:
     """The storage as messages show it (a URL's password masked)."""
-    storage = storage_of(cfg)
+    storage = storage_of(spec)
     return shown_url(str(storage)) if is_database_url(storage) else str(storage)
 
 
@@ -66,12 +97,12 @@ def override_text(value: Any) -> str:
     return str(value)
 
 
-def trial_overrides(cfg: DictConfig, params: dict[str, Any], trial_dir: Path, threads: int):
+def trial_overrides(spec: SearchSpec, params: dict[str, Any], trial_dir: Path, threads: int):
     """The ``train`` overrides of one trial, in the order they apply."""
     return [
-        *cfg.search.train,
+        *spec.train,
         *(f"{name}={override_text(value)}" for name, value in params.items()),
-        f"seed={cfg.seed}",
+        f"seed={spec.seed}",
         f"threads={threads}",
         f"paths.output_dir={trial_dir}",
         "callbacks.progress_bar=null",
@@ -102,94 +133,83 @@ def worker_name() -> str:
     return f"{os.uname().nodename}:{os.getpid()}"
 
 
-def open_search(cfg: DictConfig, worker: int = 0):
+def open_search(spec: SearchSpec, worker: int = 0):
     """The search's study, opened (or created) by worker number ``worker``."""
-    search = cfg.search
-    storage = storage_of(cfg)
+    storage = storage_of(spec)
     # workers draw apart: by their number, and where they share a database (each started on
     # its own, anywhere) by their process too
     shared = is_database_url(storage)
     return open_study(
         storage,
-        search.name,
-        search.direction,
-        seed=cfg.seed + 1000 * worker + (os.getpid() if shared else 0),
-        startup_trials=search.startup_trials,
-        warmup_epochs=search.warmup_epochs,
-        heartbeat_seconds=cfg.heartbeat_seconds,
-        grace_seconds=cfg.grace_seconds,
+        spec.name,
+        spec.direction,
+        seed=spec.seed + 1000 * worker + (os.getpid() if shared else 0),
+        startup_trials=spec.startup_trials,
+        warmup_epochs=spec.warmup_epochs,
+        heartbeat_seconds=spec.heartbeat_seconds,
+        grace_seconds=spec.grace_seconds,
     )
 
 
-def enqueue_known(study, cfg: DictConfig) -> None:
-    """A new study's first trials: the recipes the preset knows (``search.enqueue``)."""
-    known = cfg.search.get("enqueue")
-    if known and not study.trials:
-        for params in OmegaConf.to_container(known, resolve=True):
+def enqueue_known(study, spec: SearchSpec) -> None:
+    """A new study's first trials: the settings the preset knows (``spec.enqueue``)."""
+    if spec.enqueue and not study.trials:
+        for params in spec.enqueue:
             study.enqueue_trial(params)
 
 
-def run_worker(study, cfg: DictConfig, training: Training, first: bool = True, threads: int = 1):
+def run_worker(study, spec: SearchSpec, training: Training, first: bool = True, threads: int = 1):
     """Draw trials from ``study`` (:func:`open_search`) and train them until it holds
-    ``cfg.trials`` finished ones or ``cfg.timeout`` seconds have passed; returns the study.
+    ``spec.trials`` finished ones or ``spec.timeout`` seconds have passed; returns the study.
     ``first``: the worker that owns the search dir (it fails the trials that a killed search of
-    the same SQLite file left running, and queues the preset's known recipes into a new study);
+    the same SQLite file left running, and queues the preset's known settings into a new study);
     others leave both alone."""
-    search = cfg.search
-    study_dir = Path(cfg.paths.output_dir)
-    if first and not is_database_url(storage_of(cfg)):
+    if first and not is_database_url(storage_of(spec)):
         # only this search uses the file: trials left running are those of dead processes (in
         # a shared database they may be another worker's: there heartbeats find dead ones)
         for number in recover_dead_trials(study):
             print(f"trial {number} was cut off (its process died): failed; it runs once more")
     if first:
-        enqueue_known(study, cfg)
-    space = OmegaConf.to_container(search.space, resolve=True)
+        enqueue_known(study, spec)
     who = worker_name()
 
     def objective(trial) -> float:
-        params = suggest(trial, space)
-        trial_dir = study_dir / f"trial_{trial.number:03d}"
+        params = suggest(trial, spec.space)
+        trial_dir = spec.study_dir / f"trial_{trial.number:03d}"
         print(f"trial {trial.number} on {who}: {trial_dir}", flush=True)
-        overrides = trial_overrides(cfg, params, trial_dir, threads)
-        train_cfg = training.compose(overrides)
-        # Like a Hydra run dir: the composed config and overrides, for reports and resume=.
-        (trial_dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(train_cfg, trial_dir / RUN_CONFIG)
-        OmegaConf.save(OmegaConf.create(overrides), trial_dir / RUN_OVERRIDES)
+        config = training.prepare(trial_overrides(spec, params, trial_dir, threads), trial_dir)
         trial.set_user_attr("run_dir", str(trial_dir))
         trial.set_user_attr("worker", who)
-        results = training.train(train_cfg, [PruneOnValidation(trial, search.monitor)])
+        results = training.train(config, [PruneOnValidation(trial, spec.monitor)])
         for key in ("epochs", "wall_seconds", "test_acc", "test_loss"):
             if key in results:
                 trial.set_user_attr(key, results[key])
         trial.set_user_attr("milestones", results.get("milestones"))
-        return float(results[search.metric])
+        return float(results[spec.metric])
 
     def stop_when_done(study, trial) -> None:
-        write_trials(study, study_dir / TRIALS_FILE)
-        if counted_trials(study) >= cfg.trials:
+        write_trials(study, spec.study_dir / TRIALS_FILE)
+        if counted_trials(study) >= spec.trials:
             study.stop()
 
-    if counted_trials(study) < cfg.trials:
-        study.optimize(objective, timeout=cfg.timeout, callbacks=[stop_when_done])
-    write_trials(study, study_dir / TRIALS_FILE)
+    if counted_trials(study) < spec.trials:
+        study.optimize(objective, timeout=spec.timeout, callbacks=[stop_when_done])
+    write_trials(study, spec.study_dir / TRIALS_FILE)
     return study
 
 
-def report_best(study, cfg: DictConfig) -> None:
+def report_best(study, spec: SearchSpec) -> None:
     """Print where the study and its trials are and the best trial, and write the best one's
     overrides to ``best.yaml`` (none yet: says so)."""
-    study_dir = Path(cfg.paths.output_dir)
-    write_trials(study, study_dir / TRIALS_FILE)
-    print(f"study:  {shown_storage(cfg)}  ({counted_trials(study)} trials finished)")
-    print(f"trials: {study_dir / TRIALS_FILE}")
+    write_trials(study, spec.study_dir / TRIALS_FILE)
+    print(f"study:  {shown_storage(spec)}  ({counted_trials(study)} trials finished)")
+    print(f"trials: {spec.study_dir / TRIALS_FILE}")
     completed = [t for t in study.trials if t.value is not None]
     if not completed:
         print("no trial completed yet")
         return
     best = study.best_trial
-    overrides = [*cfg.search.train, *(f"{k}={override_text(v)}" for k, v in best.params.items())]
-    OmegaConf.save(OmegaConf.create(overrides), study_dir / BEST_FILE)
-    print(f"best:   trial {best.number}, {cfg.search.metric} {best.value:.4f}")
+    overrides = [*spec.train, *(f"{k}={override_text(v)}" for k, v in best.params.items())]
+    write_atomic(spec.study_dir / BEST_FILE, lambda f: yaml.safe_dump(overrides, f), mode="w")
+    print(f"best:   trial {best.number}, {spec.metric} {best.value:.4f}")
     print(f"        {' '.join(overrides)}")
