@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds=round(time.perf_counter() - started, 1),
         )
         with user_errors():
-            path = common.write_report(f"{args.out}/{name}.json", report)
+            path = common.write_bench_json(f"{args.out}/{name}.json", report)
         columns = list(dict.fromkeys(c for row in report["rows"] for c in row))
         common.print_table(report["rows"], columns)
         print(f"wrote {path}")

@@ -18,7 +18,7 @@ from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY
 
 
 def run(cfg: DictConfig) -> dict:
-    from seqrnn.studies.completion import check_horizons, run_study
+    from seqrnn.studies.completion import check_horizons, run_completion
     from seqrnn.training.checkpoints import check_order, load_trained
 
     check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = trained_data(cfg, trained_on, order="pixel")
     images, labels = datamodule.splits["test"]
     out_dir = Path(cfg.paths.output_dir)
-    report = run_study(
+    report = run_completion(
         model,
         images,
         labels,

@@ -20,7 +20,13 @@ from seqrnn.layout import INPAINT_FILE, POSTERIOR_FILE
 
 def run(cfg: DictConfig) -> dict:
     from seqrnn.errors import require_int
-    from seqrnn.studies.inpainting import KINDS, build_set, check_hidden_counts, load_set, run_study
+    from seqrnn.studies.inpainting import (
+        KINDS,
+        build_set,
+        check_hidden_counts,
+        load_set,
+        run_inpainting,
+    )
     from seqrnn.training.checkpoints import check_order, load_trained
 
     require_int("max_hidden", cfg.max_hidden, 1)
@@ -34,7 +40,7 @@ def run(cfg: DictConfig) -> dict:
     else:
         dataset = load_set(cfg.dataset, cfg.max_hidden)
     out_dir = Path(cfg.paths.output_dir)
-    report = run_study(
+    report = run_inpainting(
         model,
         dataset,
         out_dir,

@@ -20,7 +20,7 @@ from experiments._cli import entry_point, group_options
 
 def run(cfg: DictConfig) -> None:
     from seqrnn.errors import ConfigError, require_bool, require_int
-    from seqrnn.sweeps.study import StudyPlan, run_study
+    from seqrnn.sweeps.study import StudyPlan, run_whole_study
 
     for key, group in (("tasks", "task"), ("cells", "cell"), ("sizes", "size")):
         known = group_options(group)
@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> None:
         require_bool(key, cfg[key])
     require_int("threads", cfg.threads, 1)
     require_int("workers", cfg.workers, 1)
-    run_study(
+    run_whole_study(
         StudyPlan(
             tasks=list(cfg.tasks),
             cells=list(cfg.cells),

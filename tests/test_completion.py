@@ -15,7 +15,7 @@ from seqrnn.studies.completion import (
     horizon_table,
     make_masked_set,
     pick_examples,
-    run_study,
+    run_completion,
     sample_disagreement,
 )
 
@@ -127,7 +127,7 @@ def test_disagreement_is_the_mean_pairwise_hamming_distance():
 def test_study_writes_table_figures_summary_and_tensorboard(images, tmp_path):
     torch.manual_seed(0)
     model = NextPixelPredictor(units=8)
-    report = run_study(
+    report = run_completion(
         model,
         *images,
         tmp_path,

@@ -9,7 +9,7 @@ import torch
 from seqrnn.errors import DataError
 from seqrnn.models import NextPixelPredictor
 from seqrnn.models.inpainting import brute_force_log_joint, candidates, posteriors
-from seqrnn.studies.inpainting import build_set, load_set, run_study, study_metrics
+from seqrnn.studies.inpainting import build_set, load_set, run_inpainting, study_metrics
 
 
 def images_with_hidden(spots, count=3, seed=0):
@@ -182,7 +182,7 @@ def test_study_writes_everything(binary_images, tmp_path):
     torch.manual_seed(0)
     model = NextPixelPredictor(units=8).eval()
     dataset = build_set(*binary_images, "one_pixel", count=5)
-    report = run_study(model, dataset, tmp_path, dataset_name="one_pixel", shown=2)
+    report = run_inpainting(model, dataset, tmp_path, dataset_name="one_pixel", shown=2)
     assert json.loads((tmp_path / "inpaint.json").read_text()) == report
     arrays = np.load(tmp_path / "posterior.npz")
     assert arrays["fillings_probs"].shape == (5, 2)

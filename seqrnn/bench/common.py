@@ -45,7 +45,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_report(path: str | Path, report: dict[str, Any]) -> Path:
+def write_bench_json(path: str | Path, report: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_json_atomic(path, report)

@@ -249,7 +249,7 @@ def scratch_figure(model: NextPixelPredictor, count: int, generator=None) -> Fig
     return image_grid(rows, [""] * len(rows), [""] * cols, title="whole images from scratch")
 
 
-def run_study(
+def run_completion(
     model: NextPixelPredictor,
     test_images: torch.Tensor,
     test_labels: torch.Tensor,

@@ -317,7 +317,7 @@ def future_gain_figure(means: dict[str, float]) -> Figure:
     return fig
 
 
-def run_study(
+def run_inpainting(
     model: NextPixelPredictor,
     dataset: InpaintingSet,
     out_dir: str | Path,

@@ -319,7 +319,7 @@ def write_results(docs: Path) -> Path:
     return path
 
 
-def run_study(plan: StudyPlan) -> None:
+def run_whole_study(plan: StudyPlan) -> None:
     """Train what is left, ship what finished, report from what is shipped, then the studies."""
     runner = Runner(plan)
     if plan.train and plan.dry_run:
