@@ -173,6 +173,20 @@ def test_comparison_table_puts_each_shipped_run_beside_the_reference():
     assert rows[2] == "| LSTM 2x16 | 0.0910 | – | – | 12 | 30 | not reached |"
 
 
+def test_the_comparison_with_the_reports_reads_pixel_order_runs_only(tmp_path):
+    """The reference reports trained in pixel order: a shipped permuted run is not their row."""
+    from seqrnn.sweeps.report import read_shipped
+
+    for name, acc in (("classify-gru-1x128", 0.99), ("classify-gru-1x128-permuted", 0.95)):
+        folder = tmp_path / "classify" / name
+        folder.mkdir(parents=True)
+        (folder / "evaluation.json").write_text(json.dumps({"test_acc": acc}))
+        (folder / "results.json").write_text(json.dumps({"epochs": 1}))
+    shipped = read_shipped(tmp_path, "classify")
+    assert list(shipped) == ["gru-1x128"]
+    assert shipped["gru-1x128"]["evaluation"]["test_acc"] == 0.99
+
+
 def test_recipes_are_told_apart_within_a_size_only(tmp_path):
     recipe_run(tmp_path, "a", 1, 0.001, 128, {"test_acc": 0.5})
     other = recipe_run(tmp_path, "b", 1, 0.01, 256, {"test_acc": 0.7})

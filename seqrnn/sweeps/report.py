@@ -497,10 +497,18 @@ def _config_title(config: str) -> str:
 
 
 def read_shipped(docs: str | Path, task: str) -> dict[str, dict[str, Any]]:
-    """``{<cell>-<size>: {"evaluation", "results"}}`` of ``docs/<task>/<task>-<cell>-<size>/``."""
+    """``{<cell>-<size>: {"evaluation", "results"}}`` of ``docs/<task>/<task>-<cell>-<size>/``:
+    the pixel-order runs, which the reference reports trained (a run of another reading order,
+    ``<task>-<cell>-<size>-permuted``, is compared with the papers of its own benchmark:
+    docs/results/published.md)."""
     shipped = {}
     for folder in sorted(Path(docs).glob(f"{task}/{task}-*")):
-        if (folder / EVALUATION_FILE).is_file() and (folder / RESULTS_FILE).is_file():
+        pixel_order = folder.name.count("-") == 2
+        if (
+            pixel_order
+            and (folder / EVALUATION_FILE).is_file()
+            and (folder / RESULTS_FILE).is_file()
+        ):
             shipped[folder.name.removeprefix(f"{task}-")] = {
                 "evaluation": json.loads((folder / EVALUATION_FILE).read_text()),
                 "results": json.loads((folder / RESULTS_FILE).read_text()),
