@@ -508,6 +508,18 @@ def trained_data(cfg: DictConfig, trained_on: dict[str, Any], **fixed: Any):
     return datamodule
 
 
+def reading_order(trained_on: dict[str, Any]):
+    """``[784]`` the image pixel a model trained in permuted order reads at each step (its
+    data's permutation, from the seed its checkpoint keeps); None for pixel order."""
+    if trained_on.get("order", "pixel") != "permuted":
+        return None
+    from seqrnn.data.datamodule import DEFAULT_PERMUTATION_SEED, pixel_permutation
+    from seqrnn.layout import IMAGE_SIDE
+
+    seed = trained_on.get("permutation_seed", DEFAULT_PERMUTATION_SEED)
+    return pixel_permutation(IMAGE_SIDE * IMAGE_SIDE, seed)
+
+
 def print_study_outputs(out_dir: Path, report: dict, results: list[str]) -> None:
     """Where a study's files went: its dir, the ``results`` files, figures, TensorBoard."""
     names = ", ".join(Path(f).name for f in report["figures"])

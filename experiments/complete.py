@@ -13,7 +13,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from experiments._cli import check_trained_job, entry_point, print_study_outputs, trained_data
+from experiments._cli import (
+    check_trained_job,
+    entry_point,
+    print_study_outputs,
+    reading_order,
+    trained_data,
+)
 from seqrnn.layout import COMPLETION_FILE, COMPLETION_SUMMARY
 
 
@@ -23,8 +29,8 @@ def run(cfg: DictConfig) -> dict:
 
     check_horizons(list(cfg.horizons), cfg.hidden)  # before the slow part
     model, path, trained_on = load_trained(cfg.ckpt, "complete", cfg.device)
-    check_order(path, trained_on, "complete", ("pixel",))
-    datamodule = trained_data(cfg, trained_on, order="pixel")
+    check_order(path, trained_on, "complete", ("pixel", "permuted"))
+    datamodule = trained_data(cfg, trained_on)  # in the model's order (permuted too)
     images, labels = datamodule.splits["test"]
     out_dir = Path(cfg.paths.output_dir)
     report = run_completion(
@@ -41,6 +47,7 @@ def run(cfg: DictConfig) -> dict:
         min_ink=cfg.min_ink,
         seed=cfg.seed,
         checkpoint=str(path),
+        reading=reading_order(trained_on),
     )
     print_study_outputs(out_dir, report, [COMPLETION_FILE, COMPLETION_SUMMARY])
     for row in report["table"]:

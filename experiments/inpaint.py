@@ -14,7 +14,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from experiments._cli import check_trained_job, entry_point, print_study_outputs, trained_data
+from experiments._cli import (
+    check_trained_job,
+    entry_point,
+    print_study_outputs,
+    reading_order,
+    trained_data,
+)
 from seqrnn.layout import INPAINT_FILE, POSTERIOR_FILE
 
 
@@ -31,7 +37,8 @@ def run(cfg: DictConfig) -> dict:
 
     require_int("max_hidden", cfg.max_hidden, 1)
     model, path, trained_on = load_trained(cfg.ckpt, "inpaint", cfg.device)
-    check_order(path, trained_on, "inpaint", ("pixel",))
+    check_order(path, trained_on, "inpaint", ("pixel", "permuted"))
+    # the set is made and shown in image places; a permuted model reads it in its own order
     datamodule = trained_data(cfg, trained_on, order="pixel")
     if cfg.dataset in KINDS:
         images, labels = datamodule.splits["test"]
@@ -48,6 +55,7 @@ def run(cfg: DictConfig) -> dict:
         shown=cfg.shown,
         max_sequences=cfg.max_sequences,
         checkpoint=str(path),
+        reading=reading_order(trained_on),
     )
     print_study_outputs(out_dir, report, [INPAINT_FILE, POSTERIOR_FILE])
     for key, value in report.get("metrics", {}).items():

@@ -1,10 +1,10 @@
 """Permuted MNIST end to end: a run in `data.order=permuted` keeps its permutation's seed in
-results.json and its checkpoint; evaluation reads the pixels in that order again; the studies
-that show and hide pixels at their places in the image say in one line that they do not apply;
-the analysis reads the images in the model's order."""
+results.json and its checkpoint; evaluation reads the pixels in that order again;
+the analysis, completion and in-painting read the images in the model's order."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,10 +59,63 @@ def test_a_permuted_classifier_keeps_its_order_and_is_evaluated_in_it(tiny_mnist
     assert analysis["final_accuracy"] == pytest.approx(results["test_acc"], abs=1e-6)
 
 
-def test_a_permuted_predictor_is_not_completed_or_inpainted(tiny_mnist, tmp_path):
+def test_a_permuted_predictor_is_completed_and_inpainted_in_its_order(tiny_mnist, tmp_path):
+    """Both studies run on a permuted predictor; in-painting scores each filling as the model
+    reads it (brute force: the model's log-probability of the filled image, permuted)."""
+    from seqrnn.data.datamodule import pixel_permutation
+    from seqrnn.models.inpainting import candidates
+
     train_permuted(tiny_mnist, tmp_path / "run", "task=predict")
-    for job in ("complete", "inpaint"):
-        refused = run_entry(job, f"ckpt={tmp_path / 'run'}", f"data.root={tiny_mnist}")
-        lines = [line for line in refused.stderr.splitlines() if line.strip()]
-        assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-3000:]
-        assert f"{job} takes models trained in data.order=pixel" in lines[0]
+    data = [f"data.root={tiny_mnist}", "data.verify=false", f"data.val_size={TINY_VAL}"]
+    completed = run_entry(
+        "complete",
+        f"ckpt={tmp_path / 'run'}",
+        *data,
+        "count=4",
+        "samples=2",
+        "scratch=0",
+        "horizons=[1,10]",
+        "hidden=20",
+        f"hydra.run.dir={tmp_path / 'complete'}",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (tmp_path / "complete" / "completion.json").is_file()
+    inpainted = run_entry(
+        "inpaint",
+        f"ckpt={tmp_path / 'run'}",
+        *data,
+        "dataset=two_by_two",
+        "count=3",
+        f"hydra.run.dir={tmp_path / 'inpaint'}",
+    )
+    assert inpainted.returncode == 0, inpainted.stderr[-3000:]
+    found = dict(np.load(tmp_path / "inpaint" / "posterior.npz"))
+    masked = torch.from_numpy(np.load(tmp_path / "inpaint" / "dataset.npz")["images"])
+    model, _, _ = load_trained(tmp_path / "run", "inpaint", "cpu")
+    reading = pixel_permutation(784, 5)
+    for i, image in enumerate(masked):
+        positions = torch.from_numpy(found["positions"][i]).long()  # image places
+        assert set(positions.tolist()) == set((image < 0).nonzero().flatten().tolist())
+        fillings = candidates(len(positions))
+        filled = image.long().clamp(min=0).repeat(len(fillings), 1)
+        filled[:, positions] = fillings
+        with torch.no_grad():
+            log_joint = model.log_prob(filled[:, reading]).double()
+        expected = torch.softmax(log_joint, 0)
+        shown = torch.from_numpy(found["fillings_probs"][i][: len(fillings)]).double()
+        torch.testing.assert_close(shown, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_a_permuted_sequence_is_drawn_at_its_places_in_the_image():
+    from seqrnn.data.datamodule import pixel_permutation
+    from seqrnn.studies.figures import render
+
+    image = (torch.rand(784) > 0.5).long()
+    reading = pixel_permutation(784, 5)
+    np.testing.assert_array_equal(render(image[reading], 784, reading=reading), render(image, 784))
+    # seen and hidden steps land where the model read them
+    seen = render(image[reading], 300, reading=reading).reshape(784, 3)
+    hidden = render(torch.zeros(784), 0).reshape(784, 3)[0]
+    assert (seen[reading[300:]] == hidden).all() and not (seen[reading[:300]] == hidden).all(
+        1
+    ).any()

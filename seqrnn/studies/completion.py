@@ -196,22 +196,27 @@ def completion_figures(
     picks: dict[str, int],
     shown_samples: int = 5,
     overview_images: int = 8,
+    reading: torch.Tensor | None = None,
 ) -> dict[str, Figure]:
     """The study's figures, by file stem: one per picked example (rows: n; columns: ground
-    truth, masked input, greedy completion, samples) and an overview of n-step prediction."""
+    truth, masked input, greedy completion, samples) and an overview of n-step prediction.
+    ``reading``: the image pixel of each step (a permuted-order model), as :func:`render`."""
     visible, shown = masked.visible, min(shown_samples, completions.samples.shape[1])
+
+    def draw(pixels: torch.Tensor, seen: int, generated: int = 0) -> np.ndarray:
+        return render(pixels, seen, generated, reading)
 
     def with_completion(i: int, pixels: torch.Tensor, n: int) -> np.ndarray:
         image = masked.images[i].clone()
         image[visible : visible + n] = pixels[:n]
-        return render(image, visible, n)
+        return draw(image, visible, n)
 
     figures = {}
     for name, i in picks.items():
         rows = [
             [
-                render(masked.images[i], len(masked.images[i])),
-                render(masked.images[i], visible),
+                draw(masked.images[i], len(masked.images[i])),
+                draw(masked.images[i], visible),
                 with_completion(i, completions.greedy[i], n),
             ]
             + [with_completion(i, completions.samples[i, s], n) for s in range(shown)]
@@ -225,9 +230,9 @@ def completion_figures(
             f"(label {int(masked.labels[i])})",
         )
     columns = range(min(overview_images, len(masked.images)))
-    rows = [[render(masked.images[i], visible) for i in columns]]
+    rows = [[draw(masked.images[i], visible) for i in columns]]
     rows += [[with_completion(i, completions.samples[i, 0], n) for i in columns] for n in horizons]
-    rows += [[render(masked.images[i], len(masked.images[i])) for i in columns]]
+    rows += [[draw(masked.images[i], len(masked.images[i])) for i in columns]]
     figures["horizons"] = image_grid(
         rows,
         ["masked", *(f"{n}-step" for n in horizons), "truth"],
@@ -237,13 +242,15 @@ def completion_figures(
     return figures
 
 
-def scratch_figure(model: NextPixelPredictor, count: int, generator=None) -> Figure:
+def scratch_figure(
+    model: NextPixelPredictor, count: int, generator=None, reading: torch.Tensor | None = None
+) -> Figure:
     """Whole images generated from nothing, ``count`` of them in a grid."""
     pixels = model.continue_sequences(
         torch.zeros(count, 0, device=model.device), IMAGE_SIDE * IMAGE_SIDE, generator=generator
     ).pixels.cpu()
     cols = min(count, 8)
-    images = [render(pixels[i], 0, IMAGE_SIDE * IMAGE_SIDE) for i in range(count)]
+    images = [render(pixels[i], 0, IMAGE_SIDE * IMAGE_SIDE, reading) for i in range(count)]
     # rows of 8; the last may be shorter
     rows = [images[start : start + cols] for start in range(0, count, cols)]
     return image_grid(rows, [""] * len(rows), [""] * cols, title="whole images from scratch")
@@ -263,12 +270,17 @@ def run_completion(
     min_ink: int = 20,
     seed: int = 0,
     checkpoint: str | None = None,
+    reading: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The whole completion study; writes into ``out_dir``:
 
     - ``completion.json``: settings, the table (one row per n), the picked examples;
     - ``summary.md``: the table and the figures, for reading;
     - ``figures/*.png`` and ``tensorboard/`` (the same figures, and the table as text).
+
+    ``test_images`` are in the model's reading order; for a model trained in permuted order
+    ``reading`` (``[784]``, the image pixel of each step) puts them back in their places in the
+    figures, and the hidden pixels are the last ``hidden`` that the model reads.
 
     Returns the content of ``completion.json``.
     """
@@ -281,9 +293,9 @@ def run_completion(
     seconds = time.perf_counter() - started
     table = horizon_table(completions, horizons)
     picks = pick_examples(completions, min_ink)
-    figures = completion_figures(masked, completions, horizons, picks, shown_samples)
+    figures = completion_figures(masked, completions, horizons, picks, shown_samples, 8, reading)
     if scratch > 0:
-        figures["scratch"] = scratch_figure(model, scratch, generator)
+        figures["scratch"] = scratch_figure(model, scratch, generator, reading)
 
     report = {
         "checkpoint": checkpoint,

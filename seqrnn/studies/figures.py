@@ -23,14 +23,21 @@ COLOURS = {
 }
 
 
-def render(pixels: torch.Tensor, seen: int, generated: int = 0) -> np.ndarray:
+def render(
+    pixels: torch.Tensor, seen: int, generated: int = 0, reading: torch.Tensor | None = None
+) -> np.ndarray:
     """An RGB image ``[28, 28, 3]`` of a pixel sequence ``[784]``: the first ``seen`` pixels as
-    seen, the next ``generated`` as generated, the rest hidden."""
+    seen, the next ``generated`` as generated, the rest hidden. ``reading``: ``[784]`` the image
+    pixel of each step, for a sequence in permuted order; None: step t is pixel t."""
     values = pixels.reshape(-1).float().numpy()[:, None]
     rgb = np.tile(COLOURS["hidden"], (values.shape[0], 1))
     for kind, lo, hi in (("seen", 0, seen), ("generated", seen, seen + generated)):
         off, on = COLOURS[kind]
         rgb[lo:hi] = off + values[lo:hi] * (on - off)
+    if reading is not None:  # each step's colour to its place in the image
+        placed = np.empty_like(rgb)
+        placed[reading.numpy()] = rgb
+        rgb = placed
     return rgb.reshape(IMAGE_SIDE, IMAGE_SIDE, 3)
 
 

@@ -185,19 +185,23 @@ def _as_image_rows(array: np.ndarray, path: Path, name: str) -> np.ndarray:
 
 @torch.no_grad()
 def study_metrics(
-    model: NextPixelPredictor, dataset: InpaintingSet, found: list[Posterior]
+    model: NextPixelPredictor,
+    dataset: InpaintingSet,
+    found: list[Posterior],
+    reading: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """The study's numbers against the ground truth: ``(means, per-image values)``.
 
     Cross-entropies are nats per pixel: over the whole image (``*_ce_image``, as the reference
     reports give them) and over the hidden pixels alone (``*_ce_hidden``, from the posterior).
     ``past_*`` fill each hidden pixel from the pixels before it only, as a one-step prediction
-    does, to show what knowing the future adds.
+    does, to show what knowing the future adds. ``reading``: see :func:`run_inpainting`.
     """
     targets = dataset.targets.long()
+    read = targets if reading is None else targets[:, reading]
     pixels = targets.shape[1]
     truth_log_p = torch.cat(
-        [model.log_prob(chunk.to(model.device)).double().cpu() for chunk in targets.split(256)]
+        [model.log_prob(chunk.to(model.device)).double().cpu() for chunk in read.split(256)]
     )
     per_image: dict[str, list[float]] = {
         key: []
@@ -325,13 +329,25 @@ def run_inpainting(
     shown: int = 4,
     max_sequences: int = 512,
     checkpoint: str | None = None,
+    reading: torch.Tensor | None = None,
 ) -> dict:
     """Posteriors for every image, then ``inpaint.json``, ``posterior.npz``, ``dataset.npz``,
-    figures and TensorBoard logs in ``out_dir``; returns the content of ``inpaint.json``."""
+    figures and TensorBoard logs in ``out_dir``; returns the content of ``inpaint.json``.
+
+    ``reading``: ``[784]`` the image pixel the model reads at each step, for a model trained in
+    permuted order (its data's permutation); None: in pixel order. The dataset, the figures and
+    the posteriors' ``positions`` stay in image places; the model reads each image (and scores
+    each filling) in its own order, so "the past" of a hidden pixel is what the model read
+    before it."""
     out_dir = Path(out_dir)
     (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    found = posteriors(model, dataset.images, max_sequences)
+    if reading is None:
+        found = posteriors(model, dataset.images, max_sequences)
+    else:
+        found = posteriors(model, dataset.images[:, reading], max_sequences)
+        for posterior in found:  # reading steps back to image places, in the model's order
+            posterior.positions = reading[posterior.positions]
     seconds = time.perf_counter() - started
     report: dict = {
         "checkpoint": checkpoint,
@@ -342,7 +358,7 @@ def run_inpainting(
     }
     figures = {}
     if dataset.targets is not None:
-        means, values = study_metrics(model, dataset, found)
+        means, values = study_metrics(model, dataset, found, reading)
         report["metrics"] = means
         order = values["truth_mass"].argsort()
         picks = {"successes": order[-shown:].flip(0).tolist(), "failures": order[:shown].tolist()}
