@@ -59,10 +59,12 @@ ROWS = (
 )
 
 
-# Settings that do not make a recipe: where and how a run was kept and shown, what the table
-# already separates (task, cell, size, data), and the seed (runs differing only in it are
-# replicates). Dotted keys of the composed config; a key matches itself and what is below it.
-NOT_RECIPE = (
+# Settings that do not tell two runs of one table column apart: where and how a run was kept
+# and shown, what the table already separates (task, cell, size, data), and the seed (runs
+# differing only in it are replicates); every other setting that differs labels its column.
+# (What a recipe file may set, and a resumed run keeps, is experiments._cli.RECIPE_KEYS.) Dotted
+# keys of the composed config; a key matches itself and what is below it.
+NOT_TOLD_APART = (
     "task",
     "cell",
     "units",
@@ -118,7 +120,7 @@ class Run:
     data: str
     status: str
     results: dict[str, Any] = field(default_factory=dict)
-    # the recipe: flattened config settings that are not in NOT_RECIPE
+    # the recipe: flattened config settings that are not in NOT_TOLD_APART
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -170,7 +172,7 @@ def _excluded(key: str) -> bool:
     # a class path says which code ran, not how it was set
     if key.endswith("_target_"):
         return True
-    return any(key == k or key.startswith(f"{k}.") for k in NOT_RECIPE)
+    return any(key == k or key.startswith(f"{k}.") for k in NOT_TOLD_APART)
 
 
 def recipe_labels(runs: list[Run]) -> dict[int, str]:
