@@ -17,6 +17,8 @@ JOBS = [
     ("analyze", ["ckpt=x"]),
     ("search", []),
     ("search", ["search=predict"]),
+    ("search", ["search=smoke", "launcher=slurm"]),
+    ("train", ["data=mnist_permuted", "size=1x128"]),
     ("study", []),
 ]
 
