@@ -115,7 +115,7 @@ def test_unknown_search_preset_is_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: search=fastest is not a known search (in 'search=fastest'); "
-        "choose one of: classify, predict"
+        "choose one of: classify, predict, smoke"
     ]
 
 
