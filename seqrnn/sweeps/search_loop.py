@@ -194,8 +194,7 @@ def run_worker(study, spec: SearchSpec, training: Training, first: bool = True, 
 
     if counted_trials(study) < spec.trials:
         study.optimize(objective, timeout=spec.timeout, callbacks=[stop_when_done])
-    write_trials(study, spec.study_dir / TRIALS_FILE)
-    return study
+    return study  # trials.csv: written after each trial, and whole by report_best
 
 
 def report_best(study, spec: SearchSpec) -> None:
