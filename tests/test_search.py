@@ -182,6 +182,51 @@ def test_a_killed_search_fails_its_cut_off_trial_runs_it_again_and_draws_nothing
     assert len(drawn) == len(set(drawn)) == 3  # no finished configuration drawn again
 
 
+def test_searches_started_together_on_one_database_queue_the_known_trials_once(
+    postgres_url, tmp_path, monkeypatch
+):
+    """Two searches that open a new study at the same moment both find it empty; the study's
+    lock in the database lets one queue the preset's known trials and the other see them (a
+    full-suite run once drew each known trial twice). The queueing is slowed so that, without
+    the lock, both would queue."""
+    import threading
+    import time
+    import uuid
+
+    from seqrnn.sweeps.search_loop import SearchSpec, enqueue_known, open_search
+
+    known = [{"model.lr": 0.001}, {"model.lr": 0.002}]
+    spec = SearchSpec(
+        name=f"race-{uuid.uuid4().hex[:8]}",
+        direction="maximize",
+        metric="val_acc",
+        monitor="val/acc",
+        train=[],
+        space={"model.lr": {"low": 1e-4, "high": 1e-1, "log": True}},
+        enqueue=known,
+        trials=4,
+        timeout=None,
+        seed=0,
+        study_dir=tmp_path,
+        storage=postgres_url,
+    )
+    studies = [open_search(spec, worker) for worker in (0, 1)]
+    queue = optuna.Study.enqueue_trial
+
+    def slow_queue(study, params, **kwargs):
+        time.sleep(0.5)
+        queue(study, params, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", slow_queue)
+    threads = [threading.Thread(target=enqueue_known, args=(study, spec)) for study in studies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    queued = optuna.load_study(study_name=spec.name, storage=postgres_url).trials
+    assert len(queued) == len(known), [t.system_attrs for t in queued]
+
+
 def test_two_workers_share_one_study_in_postgresql(postgres_url, tiny_mnist, tmp_path):
     """Two searches started together on their own with one storage URL (as on two machines)
     on an empty database draw from one study: the trials are counted once, none is left

@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,29 @@ def is_database_url(storage: str | Path) -> bool:
     """Whether ``storage`` names a database server (``postgresql+psycopg://...``) rather than
     a SQLite file path."""
     return "://" in str(storage)
+
+
+@contextmanager
+def one_at_a_time(storage: str | Path, name: str) -> Iterator[None]:
+    """Holds a lock named after the study ``name`` in a PostgreSQL ``storage`` (an advisory
+    lock, released when the block ends), so that searches started together on their own
+    (as on two machines) do not both act on what they read: both would find a new study empty
+    and queue its known trials twice. Other storages: no lock (a SQLite file's workers are
+    started by one search, which queues them once)."""
+    if not str(storage).startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    key = zlib.crc32(f"seqrnn search {name}".encode())
+    engine = sqlalchemy.create_engine(str(storage), poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            yield
+    finally:
+        engine.dispose()
 
 
 def shown_url(url: str) -> str:

@@ -23,6 +23,7 @@ from seqrnn.sweeps.search import (
     PruneOnValidation,
     counted_trials,
     is_database_url,
+    one_at_a_time,
     open_study,
     recover_dead_trials,
     shown_url,
@@ -152,10 +153,14 @@ def open_search(spec: SearchSpec, worker: int = 0):
 
 
 def enqueue_known(study, spec: SearchSpec) -> None:
-    """A new study's first trials: the settings the preset knows (``spec.enqueue``)."""
-    if spec.enqueue and not study.trials:
-        for params in spec.enqueue:
-            study.enqueue_trial(params)
+    """A new study's first trials: the settings the preset knows (``spec.enqueue``), queued
+    once even by searches started together on one database."""
+    if not spec.enqueue:
+        return
+    with one_at_a_time(storage_of(spec), spec.name):
+        if not study.trials:
+            for params in spec.enqueue:
+                study.enqueue_trial(params)
 
 
 def run_worker(study, spec: SearchSpec, training: Training, first: bool = True, threads: int = 1):
