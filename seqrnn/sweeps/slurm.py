@@ -58,8 +58,8 @@ class QueueWatcher(SlurmInfoWatcher):
                 self._finished.add(job)
 
     def is_done(self, job_id: str, mode: str = "standard") -> bool:
-        state = self.get_state(job_id, mode=mode).upper()
-        return super().is_done(job_id, mode="cache") and state.split()[0] not in NOT_ENDED
+        # sacct writes "CANCELLED by <uid>"
+        return self.ended(self.get_state(job_id, mode=mode).upper().split()[0])
 
     def queue_states(self) -> dict[str, dict[str, str]]:
         """``{job id: {"State": ...}}`` of the watched jobs from ``squeue`` (array tasks one by
@@ -96,7 +96,7 @@ class QueueWatcher(SlurmInfoWatcher):
 
     @staticmethod
     def ended(state: str | None) -> bool:
-        """Whether ``squeue``'s ``state`` is one submitit would read as the end of a job."""
+        """Whether ``state`` is the end of a job: not one submitit waits on, nor one on the way."""
         incomplete = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING"}
         return state is not None and state not in incomplete | {"PREEMPTED"} | NOT_ENDED
 
