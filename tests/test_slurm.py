@@ -108,6 +108,12 @@ def job_state(job: str) -> str:
     return job_field(job, "JobState") or "GONE"
 
 
+def queue_state(job: str) -> str:
+    """The job's state as squeue lists it (COMPLETING while any run of it is still ending)."""
+    listed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return listed.stdout.strip() or "GONE"
+
+
 def job_environment(tmp_path, **modules: str) -> dict[str, str]:
     """The environment of a job that imports the callback modules ``name=source`` (written to
     ``tmp_path/helpers``), reading data only from the paths its command gives."""
@@ -203,8 +209,15 @@ def submit_paused_job(tiny_mnist, tmp_path, *sbatch_options: str) -> tuple[str, 
 
 def start_when_requeued(job: str) -> None:
     """SLURM holds a requeued job for two minutes; let it start as soon as it is pending, with
-    time enough to finish (a limit cut by bring_the_time_limit_near would warn it again)."""
-    wait_for(lambda: job_state(job) == "PENDING", 180, "the job to be requeued")
+    time enough to finish (a limit cut by bring_the_time_limit_near would warn it again).
+
+    Pending means pending in squeue, which says COMPLETING while the requeued run is still being
+    stopped (``scontrol show job`` already says PENDING then), and a second later: SLURM revokes
+    the old run's credential when it requeues, and refuses a launch whose credential dates from
+    that same second ("Killing non-startable batch job: Job credential revoked"), which fails
+    the job (what its two-minute hold avoids)."""
+    wait_for(lambda: queue_state(job) == "PENDING", 180, "the job to be requeued")
+    time.sleep(1.5)
     update = ["scontrol", "update", f"JobId={job}", "TimeLimit=10"]
     subprocess.run([*update, "StartTime=now"], check=True)
 
