@@ -213,7 +213,7 @@ TRAIN = {
     "model.forget_bias": number(),
     "model.gate_bias_init": choice("constant", "chrono"),
     "model.chrono_steps": integer(3),
-    "model.optimizer": choice("adam", "sgd"),
+    "model.optimizer": choice("adam", "adamw", "sgd"),
     "model.lr": number(above=0),
     "model.momentum": number(at_least=0, below=1),
     "model.weight_decay": number(at_least=0),

@@ -68,6 +68,19 @@ def test_a_few_adam_steps_fit_a_fixed_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_adamw_decays_the_weight_matrices_and_not_the_biases():
+    model = small(optimizer="adamw", lr=0.1, weight_decay=0.5)
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient: only the decay moves a parameter
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer.step()
+    for name, p in model.named_parameters():
+        expected = before[name] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[name]
+        assert torch.allclose(p, expected), name
+
+
 def test_sgd_with_momentum_is_nesterov():
     optimizer = small(optimizer="sgd", lr=0.1, momentum=0.8).configure_optimizers()
     assert isinstance(optimizer, torch.optim.SGD)
@@ -113,7 +126,10 @@ def test_onecycle_warms_up_then_anneals_per_step(tiny_mnist):
     ("kwargs", "message"),
     [
         ({"lr_warmup": 1.0}, r"lr_warmup=1.0 is not allowed; it must be in \(0, 1\)"),
-        ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is not allowed; choose one of: adam, sgd"),
+        (
+            {"optimizer": "rmsprop"},
+            "optimizer='rmsprop' is not allowed; choose one of: adam, adamw, sgd",
+        ),
         ({"lr_schedule": "linear"}, "lr_schedule='linear' is not allowed"),
         ({"lr": 0.0}, "lr=0.0 is not allowed; it must be > 0"),
         ({"units": 0}, "units=0 is not allowed"),

@@ -66,7 +66,7 @@ def class_path(model: type) -> str:
     return f"{model.__module__}.{model.__qualname__}"
 
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
 
 
@@ -98,7 +98,10 @@ class SequenceModel(L.LightningModule):
         in_features: inputs per step F (1 for pixels, 28 for rows).
         cell, units, layers, dropout, recurrent_init, forget_bias, gate_bias_init,
             chrono_steps: the stack's; see :class:`~seqrnn.nn.RecurrentStack`.
-        optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``, Nesterov when momentum > 0).
+        optimizer: ``"adam"`` (``weight_decay`` is an L2 term in the gradient),
+            ``"adamw"`` (``weight_decay`` shrinks the weight matrices directly, decoupled from
+            Adam's scaling; biases and normalization parameters are not decayed) or ``"sgd"``
+            (with ``momentum``, Nesterov when momentum > 0).
         lr, weight_decay: the optimizer's.
         lr_schedule: ``"none"``, ``"cosine"`` (to 0 over ``max_epochs``), ``"step"`` (times
             ``lr_gamma`` every ``lr_step_epochs``) or ``"plateau"`` (times ``lr_gamma`` when
@@ -246,6 +249,15 @@ class SequenceModel(L.LightningModule):
         hp = self.hparams
         if hp.optimizer == "adam":
             optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            # Decay only the matrices: shrinking the gate biases would undo their chrono spans,
+            # and BatchNorm's scale and shift are not what overfits.
+            params = [p for p in self.parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for p in params if p.dim() >= 2]},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ]
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.SGD(
                 self.parameters(),
