@@ -214,11 +214,18 @@ def test_cores_a_process_that_dies_is_an_error_not_a_wait_at_the_barrier():
 def test_cores_gemm_errors_are_those_of_each_precision():
     from seqrnn.bench import cores
 
-    fp32, bf16 = cores.gemm(batch=8, units=16, gates=3, repeats=1)
-    assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16")
-    assert fp32["rel_error"] < 1e-6  # float32's 24-bit mantissa
-    assert 1e-4 < bf16["rel_error"] < 2e-2  # bfloat16's 8 bits: about 2^-9 a product
-    assert fp32["gflops"] > 0 and bf16["gflops"] > 0
+    rows = cores.gemm(batch=8, units=16, gates=3, repeats=1, peak=64)
+    shapes = [(row["product"], row["shape"], row["dtype"]) for row in rows]
+    assert shapes == [
+        ("step", "[8, 16] x [16, 48]", "float32"),
+        ("step", "[8, 16] x [16, 48]", "bfloat16"),
+        ("peak", "[64, 64] x [64, 64]", "float32"),
+        ("peak", "[64, 64] x [64, 64]", "bfloat16"),
+    ]
+    for fp32, bf16 in (rows[:2], rows[2:]):
+        assert fp32["rel_error"] < 1e-6  # float32's 24-bit mantissa
+        assert 1e-4 < bf16["rel_error"] < 2e-2  # bfloat16's 8 bits: about 2^-9 a product
+        assert fp32["gflops"] > 0 and bf16["gflops"] > 0
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])

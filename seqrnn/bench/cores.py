@@ -7,9 +7,11 @@
   this says whether one run at a time on both cores would finish the grid sooner. The two ways
   alternate, ``rounds`` times, each in fresh processes; the medians are reported.
 - ``gemm``: the step's recurrent GEMM ``[B, H] x [H, G H]`` (G = 3 gates for a GRU), one
-  thread, in float32 and in bfloat16 (which this machine's AVX-512-BF16 could run natively):
-  GFLOP/s, and each product's relative error against float64 (the accuracy bf16 weights cost
-  in one step, before 784 steps compound it).
+  thread, in float32 and in bfloat16 (which this machine's AVX-512-BF16 could run natively),
+  taking turns: GFLOP/s, and each product's relative error against float64 (the accuracy bf16
+  weights cost in one step, before 784 steps compound it); then the same for a square
+  ``[1024, 1024] x [1024, 1024]`` GEMM, whose bfloat16 / float32 ratio is the most bfloat16
+  can buy any product on this CPU.
 - ``precision``: what 784 steps compound it to. A shipped classifier (``ckpt``) on the first
   ``images`` test images, its recurrent products ``h W_hh^T`` computed as a bfloat16 GEMM with
   float32 accumulation would (both factors rounded to bfloat16; state, gates and input
@@ -30,6 +32,7 @@ import torch
 from seqrnn.bench.stack_backends import STEPS
 
 QUICK = {"size": "1x8", "batch": 4, "rounds": 1, "repeats": 1, "gemm_repeats": 3, "images": 0}
+PEAK_SIZE = 1024  # the square GEMM whose rate stands for the machine's top one
 
 
 def _stack_seq_s(cell: str, size: str, batch: int, repeats: int, threads: int, barrier, results):
@@ -103,37 +106,54 @@ def split(cell: str, size: str, batch: int, rounds: int, repeats: int) -> list[d
     return rows
 
 
-def gemm(batch: int, units: int, gates: int, repeats: int) -> list[dict[str, Any]]:
+def _seconds_per_product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        torch.mm(a, b, out=out)
+    return (time.perf_counter() - start) / count
+
+
+def gemm(batch: int, units: int, gates: int, repeats: int, peak: int = PEAK_SIZE):
+    """The step's GEMM and a ``[peak, peak] x [peak, peak]`` one (as near the machine's top
+    rate as a GEMM gets: the ceiling of the bfloat16 / float32 ratio), float32 and bfloat16
+    taking turns in every repeat so that both see the same machine."""
     torch.manual_seed(0)
-    h = torch.randn(batch, units, dtype=torch.float64)
-    w = torch.randn(units, gates * units, dtype=torch.float64) / units**0.5
-    exact = h @ w
+    shapes = {"step": (batch, units, gates * units)}
+    if peak:
+        shapes["peak"] = (peak, peak, peak)
     rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for dtype in (torch.float32, torch.bfloat16):
-            name = str(dtype).removeprefix("torch.")
-            a, b = h.to(dtype), w.to(dtype)
-            out = a @ b
-            times = []
-            for _ in range(repeats):  # a sequence's worth of steps a repeat
-                start = time.perf_counter()
-                for _ in range(STEPS):
-                    torch.mm(a, b, out=out)
-                times.append((time.perf_counter() - start) / STEPS)
-            gflops = 2 * batch * units * gates * units / statistics.median(times) / 1e9
-            error = ((out.double() - exact).norm() / exact.norm()).item()
-            rows.append(
-                {
-                    "measure": "gemm",
-                    "shape": f"[{batch}, {units}] x [{units}, {gates * units}]",
-                    "dtype": name,
-                    "gflops": round(gflops, 1),
-                    "rel_error": float(f"{error:.2g}"),
-                }
-            )
-            print(f"step GEMM {name}: {gflops:.1f} GFLOP/s, relative error {error:.1e}")
+        for kind, (m, k, n) in shapes.items():
+            h = torch.randn(m, k, dtype=torch.float64)
+            w = torch.randn(k, n, dtype=torch.float64) / k**0.5
+            exact = h @ w
+            dtypes = (torch.float32, torch.bfloat16)
+            operands = {dtype: (h.to(dtype), w.to(dtype)) for dtype in dtypes}
+            outs = {dtype: a @ b for dtype, (a, b) in operands.items()}
+            # a sequence's worth of steps a repeat; the big product about as long
+            count = STEPS if kind == "step" else max(10, STEPS * batch * units * units // m**3)
+            times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in dtypes}
+            for _ in range(repeats):
+                for dtype in dtypes:
+                    a, b = operands[dtype]
+                    times[dtype].append(_seconds_per_product(a, b, outs[dtype], count))
+            for dtype in dtypes:
+                name = str(dtype).removeprefix("torch.")
+                gflops = 2 * m * k * n / statistics.median(times[dtype]) / 1e9
+                error = ((outs[dtype].double() - exact).norm() / exact.norm()).item()
+                rows.append(
+                    {
+                        "measure": "gemm",
+                        "product": kind,
+                        "shape": f"[{m}, {k}] x [{k}, {n}]",
+                        "dtype": name,
+                        "gflops": round(gflops, 1),
+                        "rel_error": float(f"{error:.2g}"),
+                    }
+                )
+                print(f"{kind} GEMM {name}: {gflops:.1f} GFLOP/s, relative error {error:.1e}")
     finally:
         torch.set_num_threads(threads)
     return rows
