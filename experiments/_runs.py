@@ -33,27 +33,43 @@ def job_device(cfg: DictConfig) -> Iterator[dict[str, Any]]:
         yield {"devices": [index]}
 
 
+def cpu_multiplies_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX-512-BF16 or AMX). Elsewhere
+    (AVX2, most laptops) oneDNN emulates the bfloat16 products, several times slower than
+    float32 ones."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def runnable_precision(trainer_cfg: Any) -> dict[str, Any]:
-    """``{"precision": "32-true"}`` where the configured bfloat16 cannot run: a recipe in
-    ``bf16-mixed`` (fast on a CPU with AVX-512-BF16, on NVIDIA Ampere and newer) on an older GPU,
-    which has no bfloat16 arithmetic, trains in float32 and says so in one line (float16, the
-    other mixed precision, overflows over 784 steps without loss scaling tuned for it); else
-    ``{}`` (the configured precision)."""
+    """``{"precision": "32-true"}`` where the configured bfloat16 cannot run fast: a recipe in
+    ``bf16-mixed`` (fast on a CPU with AVX-512-BF16, on NVIDIA Ampere and newer) on an older
+    GPU, which has no bfloat16 arithmetic, or on a CPU without it, trains in float32 and says so
+    in one line (float16, the other mixed precision, overflows over 784 steps without loss
+    scaling tuned for it); else ``{}`` (the configured precision)."""
     import torch
 
     from seqrnn.console import tell
 
     precision = str(trainer_cfg.get("precision", "32-true"))
-    on_gpu = str(trainer_cfg.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
-    if not precision.startswith("bf16") or not on_gpu or not torch.cuda.is_available():
+    if not precision.startswith("bf16"):
         return {}
-    major, minor = torch.cuda.get_device_capability()
-    if (major, minor) >= (8, 0):
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_gpu:
+        major, minor = torch.cuda.get_device_capability()
+        if (major, minor) >= (8, 0):
+            return {}
+        name = f"{torch.cuda.get_device_name()} (compute capability {major}.{minor})"
+    elif accelerator in ("auto", "cpu") and not cpu_multiplies_bf16():
+        name = "this CPU (no AVX-512-BF16 or AMX)"
+    else:
         return {}
-    name = torch.cuda.get_device_name()
     tell(
-        f"trainer.precision={precision}: {name} (compute capability {major}.{minor}) has no "
-        "bfloat16 arithmetic; training in float32 (trainer.precision=32-true)"
+        f"trainer.precision={precision}: {name} has no bfloat16 arithmetic; "
+        "training in float32 (trainer.precision=32-true)"
     )
     return {"precision": "32-true"}
 

@@ -294,6 +294,7 @@ def test_tf32_is_one_explicit_setting_for_matmuls_and_cudnn(enabled, tmp_path):
 def test_a_bf16_recipe_trains_in_float32_on_a_gpu_without_bf16(
     precision, capability, expected, monkeypatch, capsys
 ):
+    from experiments import _runs
     from experiments._runs import runnable_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -307,6 +308,26 @@ def test_a_bf16_recipe_trains_in_float32_on_a_gpu_without_bf16(
         assert "Tesla V100" in said[0] and "7.0" in said[0] and "32-true" in said[0]
     else:
         assert said == []
-    # the CPU keeps bfloat16 whatever a GPU could do
+    # a CPU with bfloat16 arithmetic keeps it whatever a GPU could do
+    monkeypatch.setattr(_runs, "cpu_multiplies_bf16", lambda: True)
     cpu = OmegaConf.create({"accelerator": "cpu", "precision": precision})
     assert runnable_precision(cpu) == {}
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", "auto"])
+def test_a_bf16_recipe_trains_in_float32_on_a_cpu_without_bf16(accelerator, monkeypatch, capsys):
+    """On an AVX2 CPU bfloat16 products are emulated, slower than float32: the run says so in
+    one line and trains in float32."""
+    from experiments import _runs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(_runs, "cpu_multiplies_bf16", lambda: False)
+    trainer = OmegaConf.create({"accelerator": accelerator, "precision": "bf16-mixed"})
+    assert _runs.runnable_precision(trainer) == {"precision": "32-true"}
+    (said,) = capsys.readouterr().out.strip().splitlines()
+    assert said == (
+        "trainer.precision=bf16-mixed: this CPU (no AVX-512-BF16 or AMX) has no bfloat16 "
+        "arithmetic; training in float32 (trainer.precision=32-true)"
+    )
+    float32 = OmegaConf.create({"accelerator": accelerator, "precision": "32-true"})
+    assert _runs.runnable_precision(float32) == {}
