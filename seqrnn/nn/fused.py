@@ -18,8 +18,8 @@ is kept for a backward.
 Under CPU autocast to bfloat16 (Lightning's ``trainer.precision=bf16-mixed``) the kernels run
 the GEMMs of layers of 64 units or more in bfloat16 (float32 accumulation inside each GEMM) and
 everything else in float32: states, gates, the LSTM cell, the sums of the weight gradients;
-parameters, outputs and gradients stay float32 (:func:`bf16_gemms`). Narrower layers, and
-float16 autocast, compute in float32.
+parameters, outputs and gradients stay float32 (:func:`bf16_gemms`). Narrower layers, odd
+widths, CPUs without bfloat16 arithmetic and float16 autocast compute in float32.
 
 If the compiler or the build is unavailable, or the built kernels fail their check against
 ``nn.GRU`` and ``nn.LSTM``, :func:`extension` says so in one warning line and returns None;
@@ -223,13 +223,30 @@ BF16_FROM_UNITS = 64
 def bf16_gemms(x: torch.Tensor, units: int) -> bool:
     """Whether the fused kernels run the GEMMs of a layer of ``units`` in bfloat16 for ``x``:
     on the CPU, under autocast to bfloat16 (``trainer.precision=bf16-mixed``), from
-    :data:`BF16_FROM_UNITS` units on."""
+    :data:`BF16_FROM_UNITS` units on, an even number of them (the step products read the
+    recurrent weights in pairs of rows), where PyTorch has the bfloat16 micro-kernel they run on
+    (:func:`bf16_step_products`)."""
     return (
         x.device.type == "cpu"
         and units >= BF16_FROM_UNITS
+        and units % 2 == 0
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and bf16_step_products()
     )
+
+
+_step_products: bool | None = None
+
+
+def bf16_step_products() -> bool:
+    """Whether the kernels' bfloat16 step products (oneDNN's brgemm micro-kernel, in x86
+    builds of PyTorch on CPUs with AVX-512 bfloat16 or AMX) run here; checked once."""
+    global _step_products
+    if _step_products is None:
+        module = extension()
+        _step_products = module is not None and module.bf16_step_products()
+    return _step_products
 
 
 def _output_grad(grad_out: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:

@@ -22,15 +22,17 @@
 // (the caller chooses: keep_gates), which saves a GEMM per chunk and four exp/tanh per unit.
 //
 // Mixed precision (bf16 = true, float32 tensors only): every GEMM reads bfloat16 copies of its
-// operands and writes bfloat16 (oneDNN accumulates in float32 inside; a CPU GEMM with bfloat16
-// inputs cannot write float32). The per-step GEMM then runs about twice as fast, and the
-// kernels keep everything else in float32: states, cell states, gates and their gradients in
-// the gate loops, the weight gradients' sums over chunks and the bias gradients. The step loops
-// read the bfloat16 products (mm_t) directly and write the bfloat16 copy of the new state the
-// next step's GEMM reads, so no extra pass converts them.
+// operands. The products through the recurrent weights (the step's, its recomputation in the
+// backward, the gradient carried back a step) run as oneDNN's brgemm micro-kernel, which
+// accumulates in float32 and writes float32 (StepWeights); the chunk GEMMs (input projection,
+// weight and input gradients) go through at::mm, which writes bfloat16. Everything else stays
+// float32: states, cell states, gates and their gradients in the gate loops, the weight
+// gradients' sums over chunks and the bias gradients. The step loops write the bfloat16 copy of
+// the new state the next step's product reads, so no extra pass converts it.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -46,21 +48,9 @@ namespace {
 template <typename scalar_t, typename mm_t>
 constexpr bool kMixed = !std::is_same_v<scalar_t, mm_t>;
 
-// Conversions in the gate loops, written on the bits so that the compiler vectorizes them
-// (c10::BFloat16's own, with its branch for NaN, kept the loops scalar and the bf16 path slower
-// than float32): round to nearest even; -ffast-math assumes no NaNs anyway.
-template <typename out_t, typename in_t>
-inline out_t widen(in_t v) {
-  if constexpr (std::is_same_v<in_t, at::BFloat16>) {
-    const uint32_t bits = uint32_t(v.x) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-  } else {
-    return out_t(v);
-  }
-}
-
+// The conversion in the gate loops (the new state's bfloat16 copy), written on the bits so that
+// the compiler vectorizes it (c10::BFloat16's own, with its branch for NaN, kept the loops scalar
+// and the bf16 path slower than float32): round to nearest even; -ffast-math assumes no NaNs.
 template <typename out_t, typename in_t>
 inline out_t narrow_to(in_t v) {
   if constexpr (std::is_same_v<out_t, at::BFloat16>) {
@@ -102,6 +92,40 @@ void project_into(at::Tensor out, const at::Tensor& bias, const at::Tensor& x,
   }
 }
 
+// Mixed: a product through the recurrent weights, out [M, N] (float32) = a [M, K] (bfloat16,
+// rows contiguous) x W [K, N], W packed once per kernel call in the pairs layout brgemm reads
+// ([K/2, N, 2]: rows 2k and 2k + 1 interleaved; K even). against at::mm in bfloat16, it writes
+// float32 (no conversion pass, and the products are not rounded to bfloat16) and skips the
+// dispatcher on each of the 784 steps. Long products (a chunk's recomputation) are split by
+// rows over the threads.
+class StepWeights {
+ public:
+  StepWeights() = default;
+  explicit StepWeights(const at::Tensor& w) : k_(w.size(0)), n_(w.size(1)) {
+    TORCH_CHECK(k_ % 2 == 0, "bf16 step products need an even inner size, got ", k_);
+    packed_ = w.to(at::kBFloat16).reshape({k_ / 2, 2, n_}).transpose(1, 2).contiguous();
+  }
+  // out = a W, or out += a W with add.
+  void product(const at::Tensor& out, const at::Tensor& a, bool add) const {
+    const int64_t rows = a.size(0), lda = a.stride(0), ldc = out.stride(0);
+    TORCH_CHECK(a.size(1) == k_ && a.stride(1) == 1 && out.stride(1) == 1 && out.size(1) == n_,
+                "step product: operands of the wrong shape");
+    const auto* a_ptr = a.data_ptr<at::BFloat16>();
+    const auto* w_ptr = packed_.data_ptr<at::BFloat16>();
+    auto* out_ptr = out.data_ptr<float>();
+    at::parallel_for(0, rows, kRowsPerThread, [&](int64_t begin, int64_t end) {
+      at::native::cpublas::brgemm(end - begin, n_, k_, lda, n_, ldc, add, a_ptr + begin * lda,
+                                  w_ptr, out_ptr + begin * ldc, /*is_vnni=*/true);
+      at::native::cpublas::brgemm_release();
+    });
+  }
+
+ private:
+  static constexpr int64_t kRowsPerThread = 512;
+  at::Tensor packed_;
+  int64_t k_ = 0, n_ = 0;
+};
+
 // Mixed: a chunk's input projection runs in bfloat16 only from this many inputs per step on.
 // With one input (the pixel) it is a rank-1 update bound by memory, which bfloat16 (a product
 // in bfloat16, then added to the bias in float32) made 3.5x slower: 1.0 ms against 0.28 for
@@ -142,13 +166,13 @@ struct Gates {
   scalar_t r, z, hn, n;
 };
 
-template <typename scalar_t, typename mm_t>
-inline Gates<scalar_t> gates_at(const scalar_t* gi, const mm_t* gh, const scalar_t* b_hh,
+template <typename scalar_t>
+inline Gates<scalar_t> gates_at(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
                                 int64_t units, int64_t j) {
   Gates<scalar_t> a;
-  a.r = sigmoid(gi[j] + widen<scalar_t>(gh[j]) + b_hh[j]);
-  a.z = sigmoid(gi[units + j] + widen<scalar_t>(gh[units + j]) + b_hh[units + j]);
-  a.hn = widen<scalar_t>(gh[2 * units + j]) + b_hh[2 * units + j];
+  a.r = sigmoid(gi[j] + gh[j] + b_hh[j]);
+  a.z = sigmoid(gi[units + j] + gh[units + j] + b_hh[units + j]);
+  a.hn = gh[2 * units + j] + b_hh[2 * units + j];
   a.n = std::tanh(gi[2 * units + j] + a.r * a.hn);
   return a;
 }
@@ -157,13 +181,13 @@ inline Gates<scalar_t> gates_at(const scalar_t* gi, const mm_t* gh, const scalar
 // bias: b_hh [3H] is added here, which saves a copy of it per step) and the previous state
 // h [B, H] -> the new state h_new [B, H] (and, mixed, its copy h_mm for the next GEMM).
 template <typename scalar_t, typename mm_t>
-void forward_gates(const scalar_t* gi, const mm_t* gh, const scalar_t* b_hh, const scalar_t* h,
+void forward_gates(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh, const scalar_t* h,
                    scalar_t* h_new, mm_t* h_mm, int64_t batch, int64_t units) {
   const int64_t g = 3 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* gi_b = gi + b * g;
-      const mm_t* gh_b = gh + b * g;
+      const scalar_t* gh_b = gh + b * g;
       const scalar_t* h_b = h + b * units;
       scalar_t* out_b = h_new + b * units;
       mm_t* mm_b = h_mm + b * units;
@@ -183,20 +207,20 @@ void forward_gates(const scalar_t* gi, const mm_t* gh, const scalar_t* b_hh, con
 // forward_gates) and the previous state, it gives the gradients of the pre-activations, input
 // part dgi and hidden part dgh [B, 3H]; carried is overwritten with the part of the previous
 // state's gradient that skips the weights (dh * z), to which the caller adds dgh W_hh (mixed:
-// the caller leaves the product in `back`, which this step adds).
+// the caller leaves the product in `back`, float32, which this step adds).
 // grad_out rows are go_stride apart (0: one row of zeros, see OutputGrad).
 template <typename scalar_t, typename mm_t>
-void backward_gates(scalar_t* carried, const mm_t* back, const scalar_t* grad_out,
-                    int64_t go_stride, const scalar_t* gi, const mm_t* gh, const scalar_t* b_hh,
+void backward_gates(scalar_t* carried, const scalar_t* back, const scalar_t* grad_out,
+                    int64_t go_stride, const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
                     const scalar_t* h_prev, mm_t* dgi, mm_t* dgh, int64_t batch, int64_t units) {
   const int64_t g = 3 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       scalar_t* carried_b = carried + b * units;
-      const mm_t* back_b = back + b * units;
+      const scalar_t* back_b = back + b * units;
       const scalar_t* go_b = grad_out + b * go_stride;
       const scalar_t* gi_b = gi + b * g;
-      const mm_t* gh_b = gh + b * g;
+      const scalar_t* gh_b = gh + b * g;
       const scalar_t* hp_b = h_prev + b * units;
       mm_t* dgi_b = dgi + b * g;
       mm_t* dgh_b = dgh + b * g;
@@ -205,7 +229,7 @@ void backward_gates(scalar_t* carried, const mm_t* back, const scalar_t* grad_ou
         const Gates<scalar_t> a = gates_at(gi_b, gh_b, b_hh, units, j);
         const scalar_t r = a.r, z = a.z, hn = a.hn, n = a.n;
         scalar_t grad = carried_b[j] + go_b[j];
-        if constexpr (kMixed<scalar_t, mm_t>) grad += widen<scalar_t>(back_b[j]);
+        if constexpr (kMixed<scalar_t, mm_t>) grad += back_b[j];
         const scalar_t dn = grad * (scalar_t(1) - z) * (scalar_t(1) - n * n);
         const scalar_t dz = grad * (hp_b[j] - n) * z * (scalar_t(1) - z);
         const scalar_t dr = dn * hn * r * (scalar_t(1) - r);
@@ -294,13 +318,11 @@ inline LstmGates<scalar_t> lstm_gates_at(const scalar_t* g, const scalar_t* b_hh
   return a;
 }
 
-// As lstm_gates_at, with the hidden part gh [4H] (W_hh h in bfloat16) apart from g.
-template <typename scalar_t, typename mm_t>
-inline LstmGates<scalar_t> lstm_gates_at(const scalar_t* g, const mm_t* gh, const scalar_t* b_hh,
-                                         int64_t units, int64_t j) {
-  auto pre = [&](int64_t q) {
-    return g[q * units + j] + widen<scalar_t>(gh[q * units + j]) + b_hh[q * units + j];
-  };
+// As lstm_gates_at, with the hidden part gh [4H] (W_hh h, mixed) apart from g.
+template <typename scalar_t>
+inline LstmGates<scalar_t> lstm_gates_at(const scalar_t* g, const scalar_t* gh,
+                                         const scalar_t* b_hh, int64_t units, int64_t j) {
+  auto pre = [&](int64_t q) { return g[q * units + j] + gh[q * units + j] + b_hh[q * units + j]; };
   return {sigmoid(pre(0)), sigmoid(pre(1)), std::tanh(pre(2)), sigmoid(pre(3))};
 }
 
@@ -311,19 +333,19 @@ inline LstmGates<scalar_t> lstm_kept_gates_at(const scalar_t* g, int64_t units, 
 }
 
 // LSTM forward gates of one step: g [B, 4H] holds W_ih x + b_ih + W_hh h (b_hh [4H] is added
-// here; mixed: g holds W_ih x + b_ih and gh [B, 4H] the bfloat16 W_hh h, added here too);
+// here; mixed: g holds W_ih x + b_ih and gh [B, 4H] W_hh h, added here too);
 // from the previous cell state c [B, H] -> the new c_new and h_new [B, H] (mixed: and h_mm,
 // the copy of h_new the next GEMM reads). With kKeep, g's rows are overwritten with the
 // activated gates, for the backward to read.
 template <bool kKeep, typename scalar_t, typename mm_t>
-void lstm_forward_gates(scalar_t* g, const mm_t* gh, const scalar_t* b_hh, const scalar_t* c,
+void lstm_forward_gates(scalar_t* g, const scalar_t* gh, const scalar_t* b_hh, const scalar_t* c,
                         scalar_t* c_new, scalar_t* h_new, mm_t* h_mm, int64_t batch,
                         int64_t units) {
   const int64_t width = 4 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       scalar_t* g_b = g + b * width;
-      const mm_t* gh_b = gh + b * width;
+      const scalar_t* gh_b = gh + b * width;
       const scalar_t* c_b = c + b * units;
       scalar_t* cn_b = c_new + b * units;
       scalar_t* hn_b = h_new + b * units;
@@ -359,14 +381,14 @@ void lstm_forward_gates(scalar_t* g, const mm_t* gh, const scalar_t* b_hh, const
 // part: they add). carried_c is overwritten with the previous cell state's gradient; the
 // previous h's gradient, dg W_hh, is the caller's.
 template <bool kKept, typename scalar_t, typename mm_t>
-void lstm_backward_gates(const mm_t* carried_h, scalar_t* carried_c, const scalar_t* grad_out,
+void lstm_backward_gates(const scalar_t* carried_h, scalar_t* carried_c, const scalar_t* grad_out,
                          int64_t go_stride, const scalar_t* g, const scalar_t* b_hh,
                          const scalar_t* c_prev, const scalar_t* c, mm_t* dg, int64_t batch,
                          int64_t units) {
   const int64_t width = 4 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const mm_t* ch_b = carried_h + b * units;
+      const scalar_t* ch_b = carried_h + b * units;
       scalar_t* cc_b = carried_c + b * units;
       const scalar_t* go_b = grad_out + b * go_stride;
       const scalar_t* g_b = g + b * width;
@@ -379,7 +401,7 @@ void lstm_backward_gates(const mm_t* carried_h, scalar_t* carried_c, const scala
             kKept ? lstm_kept_gates_at(g_b, units, j) : lstm_gates_at(g_b, b_hh, units, j);
         const scalar_t i = a.i, f = a.f, gg = a.g, o = a.o;
         const scalar_t tc = std::tanh(c_b[j]);
-        const scalar_t dh = widen<scalar_t>(ch_b[j]) + go_b[j];
+        const scalar_t dh = ch_b[j] + go_b[j];
         const scalar_t dc = cc_b[j] + dh * o * (scalar_t(1) - tc * tc);
         dg_b[j] = narrow_to<mm_t>(dc * gg * i * (scalar_t(1) - i));
         dg_b[units + j] = narrow_to<mm_t>(dc * cp_b[j] * f * (scalar_t(1) - f));
@@ -402,8 +424,9 @@ at::Tensor gru_forward_impl(const at::Tensor& x, const at::Tensor& h0, const at:
   const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, for_mm<mm_t>(w_ih));
   auto out = at::empty({steps, batch, units}, x.options());
   auto gi = at::empty({chunk, batch, 3 * units}, x.options());
-  auto gh = at::empty({batch, 3 * units}, x_mm.options());
-  auto w_hh_t = for_mm<mm_t>(w_hh).t();
+  auto gh = at::empty({batch, 3 * units}, x.options());
+  constexpr bool mixed = kMixed<scalar_t, mm_t>;
+  const StepWeights w_step = mixed ? StepWeights(w_hh.t()) : StepWeights();
   auto b_hh_c = b_hh.contiguous();
   at::Tensor h = h0.contiguous();
   // The state the step GEMM reads: h itself, or (mixed) its bfloat16 copy, which each step's
@@ -415,9 +438,13 @@ at::Tensor gru_forward_impl(const at::Tensor& x, const at::Tensor& h0, const at:
     project_into(gi_rows, b_ih, x_in.narrow(0, c0, len).view({len * batch, inputs}), w_ih_t);
     const OneThread steps_alone;
     for (int64_t t = c0; t < c0 + len; ++t) {
-      at::mm_out(gh, h_mm, w_hh_t);
+      if constexpr (mixed) {
+        w_step.product(gh, h_mm, false);
+      } else {
+        at::mm_out(gh, h_mm, w_hh.t());
+      }
       at::Tensor h_new = out[t];
-      forward_gates<scalar_t, mm_t>(gi[t - c0].template data_ptr<scalar_t>(), gh.template data_ptr<mm_t>(),
+      forward_gates<scalar_t, mm_t>(gi[t - c0].template data_ptr<scalar_t>(), gh.template data_ptr<scalar_t>(),
                                     b_hh_c.template data_ptr<scalar_t>(), h.template data_ptr<scalar_t>(),
                                     h_new.template data_ptr<scalar_t>(), h_mm.template data_ptr<mm_t>(), batch,
                                     units);
@@ -443,16 +470,19 @@ std::vector<at::Tensor> gru_backward_impl(const at::Tensor& grad_out, const at::
   auto mm_opts = x_mm.options();
   auto h0c = h0.contiguous();
   auto w_ih_mm = for_mm<mm_t>(w_ih);
-  auto w_hh_mm = for_mm<mm_t>(w_hh);
   const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, w_ih_mm);
   auto gi = at::empty({chunk, batch, 3 * units}, opts);
-  auto gh = at::empty({chunk, batch, 3 * units}, mm_opts);
+  auto gh = at::empty({chunk, batch, 3 * units}, opts);
   auto dgi = at::empty({chunk, batch, 3 * units}, mm_opts);
   auto dgh = at::empty({chunk, batch, 3 * units}, mm_opts);
   auto b_hh_c = b_hh.contiguous();
   auto carried = grad_h.contiguous().clone();  // the gradient reaching the state after step t
-  // Mixed: dgh W_hh of the step after, in bfloat16, which the next backward_gates adds.
-  auto back = at::zeros({kMixed<scalar_t, mm_t> ? batch : 1, units}, mm_opts);
+  constexpr bool mixed = kMixed<scalar_t, mm_t>;
+  // Mixed: the products through W_hh (forward, recomputed: W_hh^T; backward: W_hh), and dgh
+  // W_hh of the step after, which the next backward_gates adds.
+  const StepWeights w_step = mixed ? StepWeights(w_hh.t()) : StepWeights();
+  const StepWeights w_back = mixed ? StepWeights(w_hh) : StepWeights();
+  auto back = at::zeros({mixed ? batch : 1, units}, opts);
   auto dx = at::empty({steps, batch, inputs}, opts);
   auto dw_ih = at::zeros_like(w_ih);
   auto dw_hh = at::zeros_like(w_hh);
@@ -469,19 +499,23 @@ std::vector<at::Tensor> gru_backward_impl(const at::Tensor& grad_out, const at::
     auto gi_rows = gi.narrow(0, 0, len).view({len * batch, 3 * units});
     auto gh_rows = gh.narrow(0, 0, len).view({len * batch, 3 * units});
     project_into(gi_rows, b_ih, x_in.narrow(0, c0, len).view({len * batch, inputs}), w_ih_t);
-    at::mm_out(gh_rows, h_prev_mm, w_hh_mm.t());
+    if constexpr (mixed) {
+      w_step.product(gh_rows, h_prev_mm, false);
+    } else {
+      at::mm_out(gh_rows, h_prev_mm, w_hh.t());
+    }
     {
       const OneThread steps_alone;
       for (int64_t t = c0 + len - 1; t >= c0; --t) {
         const int64_t k = t - c0;
         backward_gates<scalar_t, mm_t>(
-            carried.template data_ptr<scalar_t>(), back.template data_ptr<mm_t>(), grad_rows.at_step(t),
-            grad_rows.batch_stride, gi[k].template data_ptr<scalar_t>(), gh[k].template data_ptr<mm_t>(),
+            carried.template data_ptr<scalar_t>(), back.template data_ptr<scalar_t>(), grad_rows.at_step(t),
+            grad_rows.batch_stride, gi[k].template data_ptr<scalar_t>(), gh[k].template data_ptr<scalar_t>(),
             b_hh_c.template data_ptr<scalar_t>(), h_prev_rows.template data_ptr<scalar_t>() + k * batch * units,
             dgi[k].template data_ptr<mm_t>(), dgh[k].template data_ptr<mm_t>(), batch, units);
         // Through the recurrent weights: carried += dgh [B, 3H] x W_hh [3H, H].
-        if constexpr (kMixed<scalar_t, mm_t>) {
-          at::mm_out(back, dgh[k], w_hh_mm);
+        if constexpr (mixed) {
+          w_back.product(back, dgh[k], false);
         } else {
           carried.addmm_(dgh[k], w_hh);
         }
@@ -496,7 +530,7 @@ std::vector<at::Tensor> gru_backward_impl(const at::Tensor& grad_out, const at::
     db_ih.add_(at::sum(dgi_rows, {0}, false, opts.dtype().toScalarType()));
     mm_into(dx.narrow(0, c0, len).view({len * batch, inputs}), dgi_rows, w_ih_mm);
   }
-  if constexpr (kMixed<scalar_t, mm_t>) carried.add_(back);
+  if constexpr (mixed) carried.add_(back);
   return {dx, carried, dw_ih, dw_hh, db_ih, db_hh};
 }
 
@@ -515,10 +549,12 @@ std::vector<at::Tensor> lstm_forward_impl(const at::Tensor& x, const at::Tensor&
   auto cells = at::empty({steps, batch, units}, x.options());
   // Kept: one buffer for all steps; else one chunk's, reused.
   auto g = at::empty({keep_gates ? steps : chunk, batch, 4 * units}, x.options());
-  // Mixed: the step's W_hh h in bfloat16 (else it is added into g in place).
-  auto gh = at::empty({kMixed<scalar_t, mm_t> ? batch : 0, 4 * units}, x_mm.options());
+  // Mixed: the step's W_hh h, apart (else it is added into g in place).
+  constexpr bool mixed = kMixed<scalar_t, mm_t>;
+  auto gh = at::empty({mixed ? batch : 0, 4 * units}, x.options());
   const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, for_mm<mm_t>(w_ih));
-  auto w_hh_t = for_mm<mm_t>(w_hh).t();
+  const StepWeights w_step = mixed ? StepWeights(w_hh.t()) : StepWeights();
+  auto w_hh_t = w_hh.t();
   auto b_hh_c = b_hh.contiguous();
   at::Tensor h = h0.contiguous();
   at::Tensor c = c0.contiguous();
@@ -533,13 +569,13 @@ std::vector<at::Tensor> lstm_forward_impl(const at::Tensor& x, const at::Tensor&
     const OneThread steps_alone;
     for (int64_t t = s0; t < s0 + len; ++t) {
       at::Tensor g_t = g[first + t - s0];
-      if constexpr (kMixed<scalar_t, mm_t>) {
-        at::mm_out(gh, h_mm, w_hh_t);
+      if constexpr (mixed) {
+        w_step.product(gh, h_mm, false);
       } else {
         g_t.addmm_(h, w_hh_t);  // the input part is not needed again: add in place
       }
       at::Tensor h_new = out[t], c_new = cells[t];
-      step(g_t.template data_ptr<scalar_t>(), gh.template data_ptr<mm_t>(), b_hh_c.template data_ptr<scalar_t>(),
+      step(g_t.template data_ptr<scalar_t>(), gh.template data_ptr<scalar_t>(), b_hh_c.template data_ptr<scalar_t>(),
            c.template data_ptr<scalar_t>(), c_new.template data_ptr<scalar_t>(), h_new.template data_ptr<scalar_t>(),
            h_mm.template data_ptr<mm_t>(), batch, units);
       h = h_new;
@@ -569,7 +605,6 @@ std::vector<at::Tensor> lstm_backward_impl(const at::Tensor& grad_out, const at:
   auto h0c = h0.contiguous();
   auto c0c = c0.contiguous();
   auto w_ih_mm = for_mm<mm_t>(w_ih);
-  auto w_hh_mm = for_mm<mm_t>(w_hh);
   const auto [x_in, w_ih_t] = projection_operands<scalar_t, mm_t>(x, x_mm, w_ih, w_ih_mm);
   const bool kept = gates.numel() > 0;
   TORCH_CHECK(!kept || (gates.is_contiguous() && gates.size(0) == steps),
@@ -577,9 +612,12 @@ std::vector<at::Tensor> lstm_backward_impl(const at::Tensor& grad_out, const at:
   auto g = at::empty({kept ? 0 : chunk, batch, 4 * units}, opts);
   auto dg = at::empty({chunk, batch, 4 * units}, mm_opts);
   auto b_hh_c = b_hh.contiguous();
-  // The gradient reaching h after step t: the output of the step GEMM, so of its type (mixed:
-  // the final state's gradient rounded to bfloat16 once, as every later product is).
-  auto carried_h = for_mm<mm_t>(grad_h.contiguous()).clone();
+  // The gradient reaching h after step t (the output of the step's product through W_hh).
+  auto carried_h = grad_h.contiguous().clone();
+  constexpr bool mixed = kMixed<scalar_t, mm_t>;
+  // Mixed: the products through W_hh (recomputed: W_hh^T; backward: W_hh).
+  const StepWeights w_step = mixed && !kept ? StepWeights(w_hh.t()) : StepWeights();
+  const StepWeights w_back = mixed ? StepWeights(w_hh) : StepWeights();
   auto carried_c = grad_c.contiguous().clone();
   auto dx = at::empty({steps, batch, inputs}, opts);
   auto dw_ih = at::zeros_like(w_ih);
@@ -602,18 +640,26 @@ std::vector<at::Tensor> lstm_backward_impl(const at::Tensor& grad_out, const at:
       g_chunk = g.narrow(0, 0, len);
       auto g_rows = g_chunk.view({len * batch, 4 * units});
       project_into(g_rows, b_ih, x_in.narrow(0, s0, len).view({len * batch, inputs}), w_ih_t);
-      addmm_into(g_rows, h_prev_mm, w_hh_mm.t());
+      if constexpr (mixed) {
+        w_step.product(g_rows, h_prev_mm, true);
+      } else {
+        g_rows.addmm_(h_prev_mm, w_hh.t());
+      }
     }
     {
       const OneThread steps_alone;
       for (int64_t t = s0 + len - 1; t >= s0; --t) {
         const int64_t k = t - s0;
-        step(carried_h.template data_ptr<mm_t>(), carried_c.template data_ptr<scalar_t>(), grad_rows.at_step(t),
+        step(carried_h.template data_ptr<scalar_t>(), carried_c.template data_ptr<scalar_t>(), grad_rows.at_step(t),
              grad_rows.batch_stride, g_chunk[k].template data_ptr<scalar_t>(),
              b_hh_c.template data_ptr<scalar_t>(), c_prev_rows.template data_ptr<scalar_t>() + k * batch * units,
              cells[t].template data_ptr<scalar_t>(), dg[k].template data_ptr<mm_t>(), batch, units);
         // The previous h reaches the loss only through the recurrent weights.
-        at::mm_out(carried_h, dg[k], w_hh_mm);
+        if constexpr (mixed) {
+          w_back.product(carried_h, dg[k], false);
+        } else {
+          at::mm_out(carried_h, dg[k], w_hh);
+        }
       }
     }
     auto dg_rows = dg.narrow(0, 0, len).view({len * batch, 4 * units});
@@ -622,7 +668,7 @@ std::vector<at::Tensor> lstm_backward_impl(const at::Tensor& grad_out, const at:
     db.add_(at::sum(dg_rows, {0}, false, opts.dtype().toScalarType()));
     mm_into(dx.narrow(0, s0, len).view({len * batch, inputs}), dg_rows, w_ih_mm);
   }
-  return {dx, carried_h.to(opts.dtype().toScalarType()), carried_c, dw_ih, dw_hh, db, db.clone()};
+  return {dx, carried_h, carried_c, dw_ih, dw_hh, db, db.clone()};
 }
 
 }  // namespace
@@ -679,7 +725,23 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
       grad_out, grad_h, grad_c, x, h0, c0, out, cells, gates, w_ih, w_hh, b_ih, b_hh);
 }
 
+// Whether this build of PyTorch runs the bfloat16 step products (oneDNN's brgemm micro-kernel,
+// built into x86 PyTorch for CPUs with AVX-512 bfloat16 or AMX): a product of ones, checked.
+bool bf16_step_products() {
+  try {
+    const auto ones = at::ones({4, 4}, at::kFloat);
+    const StepWeights w(ones);
+    auto out = at::zeros({4, 4}, at::kFloat);
+    w.product(out, ones.to(at::kBFloat16), false);
+    return out.eq(4).all().item<bool>();
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("bf16_step_products", &bf16_step_products,
+        "whether the bfloat16 step products run here (brgemm)");
   m.def("gru_forward", &gru_forward, "GRU layer forward through time (CPU)");
   m.def("gru_backward", &gru_backward, "GRU layer backward through time (CPU)");
   m.def("lstm_forward", &lstm_forward, "LSTM layer forward through time (CPU)");
