@@ -33,6 +33,11 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
+#include <torch/version.h>
+
+// cpublas::brgemm (bfloat16 operands, float32 output) is in PyTorch from 2.6 on here; older
+// builds keep the bfloat16 step products off (bf16_step_products() says false).
+#define SEQRNN_HAS_BRGEMM (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6))
 
 #include <algorithm>
 #include <cmath>
@@ -113,11 +118,16 @@ class StepWeights {
     const auto* a_ptr = a.data_ptr<at::BFloat16>();
     const auto* w_ptr = packed_.data_ptr<at::BFloat16>();
     auto* out_ptr = out.data_ptr<float>();
+#if SEQRNN_HAS_BRGEMM
     at::parallel_for(0, rows, kRowsPerThread, [&](int64_t begin, int64_t end) {
       at::native::cpublas::brgemm(end - begin, n_, k_, lda, n_, ldc, add, a_ptr + begin * lda,
                                   w_ptr, out_ptr + begin * ldc, /*is_vnni=*/true);
       at::native::cpublas::brgemm_release();
     });
+#else
+    TORCH_CHECK(false, "bf16 step products need PyTorch 2.6 or later", a_ptr, w_ptr, out_ptr,
+                rows, lda, ldc, add);
+#endif
   }
 
  private:
