@@ -112,21 +112,20 @@ class StepWeights {
   }
   // out = a W, or out += a W with add.
   void product(const at::Tensor& out, const at::Tensor& a, bool add) const {
-    const int64_t rows = a.size(0), lda = a.stride(0), ldc = out.stride(0);
     TORCH_CHECK(a.size(1) == k_ && a.stride(1) == 1 && out.stride(1) == 1 && out.size(1) == n_,
                 "step product: operands of the wrong shape");
+#if SEQRNN_HAS_BRGEMM
+    const int64_t rows = a.size(0), lda = a.stride(0), ldc = out.stride(0);
     const auto* a_ptr = a.data_ptr<at::BFloat16>();
     const auto* w_ptr = packed_.data_ptr<at::BFloat16>();
     auto* out_ptr = out.data_ptr<float>();
-#if SEQRNN_HAS_BRGEMM
     at::parallel_for(0, rows, kRowsPerThread, [&](int64_t begin, int64_t end) {
       at::native::cpublas::brgemm(end - begin, n_, k_, lda, n_, ldc, add, a_ptr + begin * lda,
                                   w_ptr, out_ptr + begin * ldc, /*is_vnni=*/true);
       at::native::cpublas::brgemm_release();
     });
 #else
-    TORCH_CHECK(false, "bf16 step products need PyTorch 2.6 or later", a_ptr, w_ptr, out_ptr,
-                rows, lda, ldc, add);
+    TORCH_CHECK(false, "bf16 step products need PyTorch 2.6 or later (add: ", add, ")");
 #endif
   }
 
@@ -437,6 +436,7 @@ at::Tensor gru_forward_impl(const at::Tensor& x, const at::Tensor& h0, const at:
   auto gh = at::empty({batch, 3 * units}, x.options());
   constexpr bool mixed = kMixed<scalar_t, mm_t>;
   const StepWeights w_step = mixed ? StepWeights(w_hh.t()) : StepWeights();
+  auto w_hh_t = w_hh.t();
   auto b_hh_c = b_hh.contiguous();
   at::Tensor h = h0.contiguous();
   // The state the step GEMM reads: h itself, or (mixed) its bfloat16 copy, which each step's
@@ -451,7 +451,7 @@ at::Tensor gru_forward_impl(const at::Tensor& x, const at::Tensor& h0, const at:
       if constexpr (mixed) {
         w_step.product(gh, h_mm, false);
       } else {
-        at::mm_out(gh, h_mm, w_hh.t());
+        at::mm_out(gh, h_mm, w_hh_t);
       }
       at::Tensor h_new = out[t];
       forward_gates<scalar_t, mm_t>(gi[t - c0].template data_ptr<scalar_t>(), gh.template data_ptr<scalar_t>(),
