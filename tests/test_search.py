@@ -1,7 +1,9 @@
 """Recipe search: the Optuna study, its pruning callback, and `python -m experiments.search`."""
 
 import csv
+import dataclasses
 import json
+import os
 
 import optuna
 import pytest
@@ -182,6 +184,40 @@ def test_a_killed_search_fails_its_cut_off_trial_runs_it_again_and_draws_nothing
     assert len(drawn) == len(set(drawn)) == 3  # no finished configuration drawn again
 
 
+def test_workers_sharing_a_database_seed_their_samplers_far_apart(tmp_path, monkeypatch):
+    """Searches started together have neighbouring process ids, and a study's sampler seed
+    grows by the trials it already holds: two such workers must not meet on one seed (they
+    drew the same settings: 5 trials with 3 distinct ones). One search's SQLite workers keep
+    the plain, reproducible seeds."""
+    from seqrnn.sweeps.search_loop import SearchSpec, sampler_seed
+
+    spec = SearchSpec(
+        name="seeds",
+        direction="maximize",
+        metric="val_acc",
+        monitor="val/acc",
+        train=[],
+        space={},
+        enqueue=[],
+        trials=4,
+        timeout=None,
+        seed=7,
+        study_dir=tmp_path,
+        storage="postgresql+psycopg://seqrnn@db.example:5432/seqrnn",
+    )
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    seeds = []
+    for pid in range(4000, 4050):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        seeds.append(sampler_seed(spec))
+    # a study holds far fewer than 10,000 trials: no two workers' seeds within that of another
+    gaps = [abs(a - b) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+    assert min(gaps) > 10_000, sorted(seeds)
+    assert all(0 <= seed < 2**31 for seed in seeds)
+    local = dataclasses.replace(spec, storage=None)
+    assert [sampler_seed(local, worker) for worker in (0, 1, 2)] == [7, 1007, 2007]
+
+
 def test_searches_started_together_on_one_database_queue_the_known_trials_once(
     postgres_url, tmp_path, monkeypatch
 ):
@@ -231,7 +267,6 @@ def test_two_workers_share_one_study_in_postgresql(postgres_url, tiny_mnist, tmp
     """Two searches started together on their own with one storage URL (as on two machines)
     on an empty database draw from one study: the trials are counted once, none is left
     running, none drawn twice."""
-    import os
     import subprocess
     import sys
     import uuid
