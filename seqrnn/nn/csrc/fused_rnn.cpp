@@ -215,18 +215,16 @@ void forward_gates(const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
 // the next step) + grad_out[b, j] (from above); with the recomputed gi, gh (as in
 // forward_gates) and the previous state, it gives the gradients of the pre-activations, input
 // part dgi and hidden part dgh [B, 3H]; carried is overwritten with the part of the previous
-// state's gradient that skips the weights (dh * z), to which the caller adds dgh W_hh (mixed:
-// the caller leaves the product in `back`, float32, which this step adds).
+// state's gradient that skips the weights (dh * z), to which the caller adds dgh W_hh.
 // grad_out rows are go_stride apart (0: one row of zeros, see OutputGrad).
 template <typename scalar_t, typename mm_t>
-void backward_gates(scalar_t* carried, const scalar_t* back, const scalar_t* grad_out,
+void backward_gates(scalar_t* carried, const scalar_t* grad_out,
                     int64_t go_stride, const scalar_t* gi, const scalar_t* gh, const scalar_t* b_hh,
                     const scalar_t* h_prev, mm_t* dgi, mm_t* dgh, int64_t batch, int64_t units) {
   const int64_t g = 3 * units;
   at::parallel_for(0, batch, grain(units), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       scalar_t* carried_b = carried + b * units;
-      const scalar_t* back_b = back + b * units;
       const scalar_t* go_b = grad_out + b * go_stride;
       const scalar_t* gi_b = gi + b * g;
       const scalar_t* gh_b = gh + b * g;
@@ -237,8 +235,7 @@ void backward_gates(scalar_t* carried, const scalar_t* back, const scalar_t* gra
       for (int64_t j = 0; j < units; ++j) {
         const Gates<scalar_t> a = gates_at(gi_b, gh_b, b_hh, units, j);
         const scalar_t r = a.r, z = a.z, hn = a.hn, n = a.n;
-        scalar_t grad = carried_b[j] + go_b[j];
-        if constexpr (kMixed<scalar_t, mm_t>) grad += back_b[j];
+        const scalar_t grad = carried_b[j] + go_b[j];
         const scalar_t dn = grad * (scalar_t(1) - z) * (scalar_t(1) - n * n);
         const scalar_t dz = grad * (hp_b[j] - n) * z * (scalar_t(1) - z);
         const scalar_t dr = dn * hn * r * (scalar_t(1) - r);
@@ -488,11 +485,10 @@ std::vector<at::Tensor> gru_backward_impl(const at::Tensor& grad_out, const at::
   auto b_hh_c = b_hh.contiguous();
   auto carried = grad_h.contiguous().clone();  // the gradient reaching the state after step t
   constexpr bool mixed = kMixed<scalar_t, mm_t>;
-  // Mixed: the products through W_hh (forward, recomputed: W_hh^T; backward: W_hh), and dgh
-  // W_hh of the step after, which the next backward_gates adds.
+  // Mixed: the products through W_hh (forward, recomputed: W_hh^T; backward: W_hh, added into
+  // carried in float32 as the float32 path's addmm_ does).
   const StepWeights w_step = mixed ? StepWeights(w_hh.t()) : StepWeights();
   const StepWeights w_back = mixed ? StepWeights(w_hh) : StepWeights();
-  auto back = at::zeros({mixed ? batch : 1, units}, opts);
   auto dx = at::empty({steps, batch, inputs}, opts);
   auto dw_ih = at::zeros_like(w_ih);
   auto dw_hh = at::zeros_like(w_hh);
@@ -519,13 +515,13 @@ std::vector<at::Tensor> gru_backward_impl(const at::Tensor& grad_out, const at::
       for (int64_t t = c0 + len - 1; t >= c0; --t) {
         const int64_t k = t - c0;
         backward_gates<scalar_t, mm_t>(
-            carried.template data_ptr<scalar_t>(), back.template data_ptr<scalar_t>(), grad_rows.at_step(t),
+            carried.template data_ptr<scalar_t>(), grad_rows.at_step(t),
             grad_rows.batch_stride, gi[k].template data_ptr<scalar_t>(), gh[k].template data_ptr<scalar_t>(),
             b_hh_c.template data_ptr<scalar_t>(), h_prev_rows.template data_ptr<scalar_t>() + k * batch * units,
             dgi[k].template data_ptr<mm_t>(), dgh[k].template data_ptr<mm_t>(), batch, units);
         // Through the recurrent weights: carried += dgh [B, 3H] x W_hh [3H, H].
         if constexpr (mixed) {
-          w_back.product(back, dgh[k], false);
+          w_back.product(carried, dgh[k], true);
         } else {
           carried.addmm_(dgh[k], w_hh);
         }
@@ -540,7 +536,6 @@ std::vector<at::Tensor> gru_backward_impl(const at::Tensor& grad_out, const at::
     db_ih.add_(at::sum(dgi_rows, {0}, false, opts.dtype().toScalarType()));
     mm_into(dx.narrow(0, c0, len).view({len * batch, inputs}), dgi_rows, w_ih_mm);
   }
-  if constexpr (mixed) carried.add_(back);
   return {dx, carried, dw_ih, dw_hh, db_ih, db_hh};
 }
 
